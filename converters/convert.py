@@ -1,0 +1,156 @@
+"""The conversion pipeline: base checkpoint + task patches -> one base + deltas.
+
+fold (numpy) -> BN-free Keras model -> export .tflite / .onnx -> one delta
+per task -> parity check of every (task, runtime) against the Keras task
+model. Outputs are staged in a temporary sibling directory and moved into
+place only when everything passed, so a failed or killed conversion leaves
+the previous output (or nothing).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from converters.emit_delta import make_delta
+from converters.fold import fold_batchnorm
+from converters.folded_model import build_folded_model
+from edgepatch.delta import read_delta, write_delta
+from edgepatch.errors import FoldError, UsageError
+from edgepatch.models import load_checkpoint, with_new_head
+from edgepatch.patchfile import TaskPatch, apply_patch, read_patch
+from edgepatch.runtime.layouts import FORMATS
+from edgepatch.runtime.patching import sha256_hex
+from edgepatch.sites import find_sites
+
+log = logging.getLogger(__name__)
+DELTA_DTYPES = ("float32", "float16")
+# Max |logit difference| allowed per unit of max(1, max |logit|): fp16 deltas round the patch.
+PARITY_TOLERANCE = {"float32": 1e-4, "float16": 5e-2}
+TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass
+class ConvertResult:
+    out_dir: str
+    base_files: dict[str, str]
+    base_bytes: dict[str, int]
+    base_sha256: dict[str, str]
+    head_width: int
+    deltas: dict[str, str] = field(default_factory=dict)  # task -> path
+    delta_bytes: dict[str, int] = field(default_factory=dict)
+    parity: dict[str, dict[str, float]] = field(default_factory=dict)  # task -> fmt -> max-abs
+
+
+def _check_options(formats, dtype, patches) -> None:
+    unknown = [f for f in formats if f not in FORMATS]
+    if not formats or unknown:
+        raise UsageError(f"formats must be a non-empty subset of {list(FORMATS)}. Received {list(formats)}")
+    if dtype not in DELTA_DTYPES:
+        raise UsageError(f"delta dtype must be one of {list(DELTA_DTYPES)}. Received '{dtype}'")
+    names = [p.task.name for p in patches]
+    for name in names:
+        if not TASK_NAME.match(name):
+            raise UsageError(f"task name must match {TASK_NAME.pattern} to name its delta file. Received '{name}'")
+    if len(set(names)) != len(names):
+        raise UsageError(f"task names must be unique. Received {names}")
+
+
+def task_model(base, patch: TaskPatch, source: str):
+    """An independent copy of the base with the patch's head and tensors applied."""
+    import keras
+
+    copy = keras.models.clone_model(base)
+    copy.set_weights(base.get_weights())
+    model = with_new_head(copy, len(patch.task.classes))
+    apply_patch(model, patch, source)
+    return model
+
+
+def parity_inputs(resolution: int, seed: int = 0, count: int = 2) -> np.ndarray:
+    """Inputs in the preprocessed pixel range, for runtime-vs-Keras checks."""
+    return np.random.default_rng(seed).uniform(-1, 1, (count, resolution, resolution, 3)).astype(np.float32)
+
+
+def check_parity(keras_model, runner, resolution: int) -> tuple[float, float]:
+    """Return (max-abs logit difference, max(1, max |logit|)) between runtime and Keras."""
+    images = parity_inputs(resolution)
+    expected = np.asarray(keras_model(images, training=False))
+    return float(np.max(np.abs(runner.predict(images) - expected))), max(1.0, float(np.max(np.abs(expected))))
+
+
+def _swap_into_place(stage: str, out_dir: str) -> None:
+    old = None
+    if os.path.exists(out_dir):
+        old = tempfile.mkdtemp(prefix=".old-", dir=os.path.dirname(out_dir))
+        os.rename(out_dir, os.path.join(old, "out"))
+    os.rename(stage, out_dir)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def convert(
+    model_path: str,
+    patch_paths: list[str],
+    out_dir: str,
+    formats: tuple[str, ...] = FORMATS,
+    dtype: str = "float32",
+    head_width: int | None = None,
+) -> ConvertResult:
+    """Emit ``base.<fmt>`` for each format and ``<task>.delta`` per patch into ``out_dir``."""
+    from converters.export_onnx import export_onnx_base
+    from converters.export_tflite import export_tflite_base
+    from edgepatch.runtime import OnnxBase, TFLiteBase
+
+    patches = [read_patch(path) for path in patch_paths]
+    _check_options(formats, dtype, patches)
+    base = load_checkpoint(model_path)
+    sites = find_sites(base)
+    base_folded = fold_batchnorm(base)
+    widest = max([base_folded[sites[-1].name].out_channels] + [len(p.task.classes) for p in patches])
+    if head_width is not None and head_width < widest:
+        raise UsageError(f"head width must be >= {widest} (the widest task). Received head_width={head_width}")
+    width = head_width or widest
+    folded_model = build_folded_model(base, base_folded, width)
+    exporters = {"tflite": (export_tflite_base, TFLiteBase), "onnx": (export_onnx_base, OnnxBase)}
+    out_dir = os.path.abspath(out_dir)
+    os.makedirs(os.path.dirname(out_dir), exist_ok=True)
+    stage = tempfile.mkdtemp(prefix=".convert-", dir=os.path.dirname(out_dir))
+    try:
+        result = ConvertResult(out_dir, {}, {}, {}, width)
+        bases = {}
+        for fmt in formats:
+            data = exporters[fmt][0](folded_model, base_folded, width)
+            with open(os.path.join(stage, f"base.{fmt}"), "wb") as handle:
+                handle.write(data)
+            result.base_files[fmt] = os.path.join(out_dir, f"base.{fmt}")
+            result.base_bytes[fmt] = len(data)
+            result.base_sha256[fmt] = sha256_hex(data)
+            bases[fmt] = exporters[fmt][1](data, f"base.{fmt}")
+        for path, patch in zip(patch_paths, patches):
+            model = task_model(base, patch, path)
+            delta = make_delta(sites, base_folded, fold_batchnorm(model), patch.task, patch.kinds, result.base_sha256)
+            delta_path = os.path.join(stage, f"{patch.task.name}.delta")
+            result.delta_bytes[patch.task.name] = write_delta(delta_path, delta, dtype)
+            result.deltas[patch.task.name] = os.path.join(out_dir, f"{patch.task.name}.delta")
+            stored = read_delta(delta_path)
+            result.parity[patch.task.name] = {}
+            for fmt, runtime_base in bases.items():
+                error, scale = check_parity(model, runtime_base.apply(stored), patch.task.resolution)
+                result.parity[patch.task.name][fmt] = error
+                if error > PARITY_TOLERANCE[dtype] * scale:
+                    raise FoldError(
+                        f"task '{patch.task.name}': {fmt} base + delta differs from the Keras task model "
+                        f"by {error:.2e} max-abs logits, above {PARITY_TOLERANCE[dtype] * scale:.1e}"
+                    )
+        _swap_into_place(stage, out_dir)
+        return result
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise

@@ -1,0 +1,118 @@
+"""Emit the shared ONNX base from the BN-free Keras model.
+
+tf2onnx converts the folded model; then each site's weights are located by
+walking the graph (Conv inputs 1 and 2; MatMul input 1 and the Add after
+it), checked value-for-value against the folded weights, and given their own
+initializers with stable names ``{site}/kernel`` and ``{site}/bias``. That
+also undoes any sharing of identical constants and restores a head bias the
+converter dropped for being all zeros.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections import Counter
+
+import numpy as np
+
+from converters.fold import FoldedSite, expected_weights
+from edgepatch.errors import FoldError
+
+log = logging.getLogger(__name__)
+OPSET = 17
+INPUT_NAME = "input"
+
+
+def _convert(folded_model):
+    import tensorflow as tf
+    import tf2onnx
+
+    signature = [tf.TensorSpec((None, None, None, folded_model.inputs[0].shape[-1]), tf.float32, name=INPUT_NAME)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        proto, _ = tf2onnx.convert.from_keras(folded_model, input_signature=signature, opset=OPSET)
+    return proto
+
+
+def _match_site(array, candidates, expected, op_label: str):
+    for name in candidates:
+        if expected[name][0].shape == array.shape and np.array_equal(expected[name][0], array):
+            return name
+    raise FoldError(f"ONNX {op_label} weight of shape {list(array.shape)} matches no folded site")
+
+
+def locate_sites(proto, folded: dict[str, FoldedSite], head_width: int) -> dict[str, tuple]:
+    """Map site -> (weight node, weight input index, bias node or None, bias input index)."""
+    from onnx import numpy_helper
+
+    initializers = {init.name: init for init in proto.graph.initializer}
+    consumers: dict[str, list] = {}
+    for node in proto.graph.node:
+        for value in node.input:
+            consumers.setdefault(value, []).append(node)
+    expected = expected_weights(folded, head_width, "onnx")
+    remaining = {"Conv": [n for n, s in folded.items() if s.op != "dense"], "MatMul": [n for n, s in folded.items() if s.op == "dense"]}
+    located = {}
+    for node in proto.graph.node:
+        if node.op_type not in remaining or len(node.input) < 2 or node.input[1] not in initializers:
+            continue
+        weight = numpy_helper.to_array(initializers[node.input[1]])
+        name = _match_site(weight, remaining[node.op_type], expected, node.op_type)
+        remaining[node.op_type].remove(name)
+        if node.op_type == "Conv":
+            located[name] = (node, 1, node if len(node.input) > 2 else None, 2)
+            continue
+        users = consumers.get(node.output[0], [])
+        add = users[0] if len(users) == 1 and users[0].op_type == "Add" else None
+        bias_index = None
+        if add is not None:
+            bias_index = next((i for i, v in enumerate(add.input) if v in initializers), None)
+        located[name] = (node, 1, add if bias_index is not None else None, bias_index)
+    missing = [n for names in remaining.values() for n in names]
+    if missing:
+        raise FoldError(f"ONNX graph has no Conv/MatMul for sites {missing[:5]}")
+    return located
+
+
+def _add_bias_after(proto, matmul, bias_name: str) -> None:
+    from onnx import helper
+
+    output = matmul.output[0]
+    matmul.output[0] = f"{output}__edgepatch_pre_bias"
+    add = helper.make_node("Add", [matmul.output[0], bias_name], [output], name=f"{bias_name}__add")
+    position = list(proto.graph.node).index(matmul) + 1
+    proto.graph.node.insert(position, add)
+
+
+def export_onnx_base(folded_model, folded: dict[str, FoldedSite], head_width: int) -> bytes:
+    """Convert, locate sites, give their weights stable initializer names; return the model bytes."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = _convert(folded_model)
+    expected = expected_weights(folded, head_width, "onnx")
+    located = locate_sites(proto, folded, head_width)
+    graph = proto.graph
+    for name, (node, weight_index, bias_node, bias_index) in located.items():
+        kernel, bias = expected[name]
+        graph.initializer.append(numpy_helper.from_array(kernel, f"{name}/kernel"))
+        graph.initializer.append(numpy_helper.from_array(bias.astype(np.float32), f"{name}/bias"))
+        node.input[weight_index] = f"{name}/kernel"
+        if bias_node is None and node.op_type == "Conv":
+            node.input.append(f"{name}/bias")
+        elif bias_node is None:
+            _add_bias_after(proto, node, f"{name}/bias")
+        else:
+            old = bias_node.input[bias_index]
+            old_value = numpy_helper.to_array(next(i for i in graph.initializer if i.name == old))
+            if not np.array_equal(old_value.reshape(-1), bias):
+                raise FoldError(f"ONNX bias of site `{name}` differs from the folded bias")
+            bias_node.input[bias_index] = f"{name}/bias"
+    used = {value for node in graph.node for value in node.input}
+    kept = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    onnx.checker.check_model(proto)
+    log.info("ONNX base: %s", dict(Counter(node.op_type for node in graph.node)))
+    return proto.SerializeToString()

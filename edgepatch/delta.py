@@ -1,0 +1,883 @@
+"""The edgepatch tensor file format, version 1: deltas and training patches.
+
+This docstring is the specification. A reader in another language must be
+writable from it alone; the Python code below follows it step by step.
+
+Layout
+------
+All integers are unsigned little-endian. Offsets are in bytes.
+
+====================  ========  =============================================
+bytes                 field     meaning
+====================  ========  =============================================
+0 .. 8                magic     ``MAGIC`` = ASCII ``EDGEPTCH``
+8 .. 12               u32       ``FORMAT_VERSION`` = 1; any other is rejected
+12 .. 16              u32  H    header_len: length of the header field
+16 .. 16+H            header    UTF-8 JSON object, then ASCII spaces (0x20)
+16+H .. 16+H+P        payload   P = header["payload_bytes"] bytes of tensors
+16+H+P .. 16+H+P+32   trailer   SHA-256 of every byte before the trailer
+====================  ========  =============================================
+
+The file is exactly ``16 + H + P + 32`` bytes. H is a multiple of
+``HEADER_ALIGN`` (16), so the payload starts 16-byte aligned;
+``MIN_HEADER_BYTES`` (16) <= H <= ``MAX_HEADER_BYTES`` (1 MiB). A file is at
+most ``MAX_FILE_BYTES`` (1 GiB) and at least ``MIN_FILE_BYTES`` (64) bytes.
+
+Header
+------
+The whole header field is one RFC 8259 JSON text whose value is an object
+(JSON allows whitespace around the value; writers pad with spaces only).
+Readers reject: invalid UTF-8, duplicate keys in any object, the non-JSON
+constants NaN/Infinity, numbers that overflow a double, nesting deeper than
+the reader's parser allows. An *integer* below is a JSON number written
+without fraction or exponent (``true``/``false`` are not integers).
+
+Top-level keys, all required, no others allowed:
+
+* ``"file_kind"``: ``"delta"`` or ``"patch"`` (``FILE_KINDS``). The reader is
+  told which kind it expects and rejects the other.
+* ``"payload_bytes"``: integer P, 0 <= P <= ``MAX_FILE_BYTES``.
+* ``"tensors"``: array of at most ``MAX_TENSORS`` (8192) entries.
+* ``"meta"``: object. For ``"patch"`` files it is free-form; for ``"delta"``
+  files its content is given under *Delta meta* below.
+
+Each tensor entry is an object with exactly these keys:
+
+* ``"name"``: string of 1..``MAX_NAME_BYTES`` (256) bytes once encoded as
+  UTF-8 (so no unpaired surrogate escape), unique.
+* ``"dtype"``: a key of the dtype table below.
+* ``"shape"``: array of at most ``MAX_RANK`` (4) integers, each
+  0..``MAX_FILE_BYTES``. ``[]`` is a scalar (one element).
+* ``"offset"``: integer 0..``MAX_FILE_BYTES``, relative to the payload
+  start, a multiple of ``ALIGN`` (8).
+* ``"nbytes"``: integer 0..``MAX_FILE_BYTES``, equal to product(shape) times
+  the itemsize. (Compute the product with overflow checks; a product above
+  ``MAX_FILE_BYTES`` can never match.)
+
+Entries are sorted by offset and do not overlap: each offset is >= the end
+(offset + nbytes) of the entry before it, and the last end is <= P. Payload
+bytes that belong to no tensor are 0x00. Each tensor is stored as the raw
+little-endian C-order (row-major) array.
+
+=========  ========  ========
+dtype      itemsize  numpy
+=========  ========  ========
+float32    4         ``<f4``
+float16    2         ``<f2``  (IEEE 754 binary16)
+int32      4         ``<i4``
+int8       1         ``i1``
+uint8      1         ``u1``
+=========  ========  ========
+
+Float tensors hold only finite values (no NaN, no +-Inf).
+
+Writers are canonical, so equal inputs give equal bytes: tensors in the
+caller's order, each at the previous end rounded up to ``ALIGN``;
+P = the last end rounded up to ``ALIGN`` (0 without tensors); the JSON has
+sorted keys, no whitespace (separators ``,`` and ``:``), only ASCII
+(``\\uXXXX`` escapes), then space padding to a multiple of 16.
+
+Verification order
+------------------
+A reader checks in this order and stops at the first failure. Each failure
+is one typed error from ``edgepatch.errors``; its message starts with the
+file path (``<bytes>`` for in-memory data) and gives the offending value.
+Which check fails first, and its error class, are part of this spec; the
+message wording is not. Within an object, missing keys are reported in the
+order listed here, then unknown keys in sorted order.
+
+1.  The path exists and is a regular file (``MissingFileError``).
+2.  size >= ``MIN_FILE_BYTES`` (``TruncatedFileError``), then
+    size <= ``MAX_FILE_BYTES`` (``DeltaFormatError``). The size comes from
+    the file system before anything is read.
+3.  magic (``DeltaFormatError``), then version (``DeltaFormatError``).
+4.  ``MIN_HEADER_BYTES`` <= H <= ``MAX_HEADER_BYTES`` and H % 16 == 0
+    (``HeaderError``), then 16 + H + 32 <= size (``TruncatedFileError``).
+5.  Parse the header. Only if it parses to an object whose
+    ``payload_bytes`` is a valid integer: size == 16 + H + P + 32,
+    ``TruncatedFileError`` when shorter, ``DeltaFormatError`` when longer.
+    If it does not parse, its error waits for step 7, so a corrupted
+    header is reported as a checksum mismatch.
+6.  SHA-256 of bytes [0, size - 32) equals the last 32 bytes
+    (``ChecksumMismatchError``).
+7.  The header parses (``HeaderError``), is an object, has exactly the
+    top-level keys, ``file_kind`` is known and the expected one,
+    ``payload_bytes`` valid, ``meta`` an object, ``tensors`` an array of at
+    most ``MAX_TENSORS`` (all ``HeaderError``).
+8.  Each entry in order (``HeaderError``): an object with exactly its keys;
+    name; name unique; dtype; shape; offset and nbytes integers; nbytes ==
+    product(shape) * itemsize; offset % ``ALIGN`` == 0; offset >= previous
+    end; offset + nbytes <= P.
+9.  Payload bytes outside every tensor are zero (``DeltaFormatError``).
+10. Float tensors are finite (``NonFiniteError`` naming the tensor).
+11. Delta files only: the delta meta and tensor rules below (``HeaderError``
+    for structure, ``ShapeMismatchError`` for shapes).
+
+No number from the file is used to allocate or index before it has been
+checked against the actual file size by the steps above.
+
+Delta meta
+----------
+``meta`` of a ``"delta"`` file is an object with exactly these keys::
+
+    {"task": {"name": str, "classes": [str, ...], "resolution": int,
+              "preprocessing": {"scale": number, "offset": number}},
+     "kinds": [str, ...],
+     "base_sha256": {format: hex, ...},
+     "sites": {site: op, ...}}
+
+* task.name: non-empty string. task.classes: non-empty array of unique
+  non-empty strings. task.resolution: integer 8..4096. preprocessing: finite
+  numbers; the model input is ``pixel (0..255) * scale + offset``.
+* kinds: non-empty array of unique non-empty strings (patch kinds private to
+  this task, e.g. ``"scale_bias"``, ``"logits"``).
+* base_sha256: non-empty object mapping a runtime format name (e.g.
+  ``"tflite"``, ``"onnx"``) to the lowercase hex SHA-256 (64 characters) of
+  the exact base file bytes the delta was made for.
+* sites: non-empty object mapping a site name (the Keras layer name) to its
+  op, one of ``SITE_OPS``: ``"conv"``, ``"depthwise"``, ``"dense"``.
+
+Delta tensors are float32 or float16, named ``{site}/{role}`` (split at the
+last ``/``) with the site a key of ``sites`` and role one of
+``TENSOR_ROLES``:
+
+* ``scale``: rank 1, [O]; multiplies the base's folded kernel per output
+  channel.
+* ``bias``: rank 1, [O]; replaces the base's folded bias.
+* ``kernel``: the full folded kernel, in Keras layout: conv [H, W, I, O]
+  and depthwise [H, W, C, M] (rank 4), dense [I, O] (rank 2). Its output
+  channels O are the last axis, or C * M for depthwise.
+
+Every site of ``sites`` has at least one tensor. A site has no scale when it
+has a kernel (the kernel replaces the base kernel in full). The lengths of a
+site's scale, bias and kernel output channels are equal where present.
+Order of the step 11 checks: the meta keys as listed above (task, kinds,
+base_sha256, sites); then each tensor in file order (dtype, name form, site
+known); then each site in ``sites`` order (has tensors, not both scale and
+kernel, ranks, equal channel counts).
+
+Python API
+----------
+``write_tensor_file``/``read_tensor_file`` and ``encode_tensor_file``/
+``decode_tensor_file`` handle any file of the container (training patches
+use ``file_kind="patch"``). ``write_delta``/``read_delta`` and
+``encode_delta``/``decode_delta`` add the delta rules on top and return a
+typed ``Delta`` with float32 tensors. ``task_to_json``/``task_from_json``
+convert the ``meta["task"]`` object that deltas and patches share. Writes are atomic (temp file in the same
+directory, fsync, rename) and validate with the reader's own rules first.
+Read arrays are read-only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import secrets
+import stat
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgepatch.errors import (
+    ChecksumMismatchError,
+    DeltaFormatError,
+    HeaderError,
+    MissingFileError,
+    NonFiniteError,
+    ShapeMismatchError,
+    TruncatedFileError,
+    UsageError,
+)
+
+MAGIC = b"EDGEPTCH"
+FORMAT_VERSION = 1
+PREAMBLE_BYTES = 16  # magic, version, header_len
+TRAILER_BYTES = 32  # sha256
+HEADER_ALIGN = 16
+ALIGN = 8
+MIN_HEADER_BYTES = 16
+MAX_HEADER_BYTES = 1 << 20
+MIN_FILE_BYTES = PREAMBLE_BYTES + MIN_HEADER_BYTES + TRAILER_BYTES
+MAX_FILE_BYTES = 1 << 30
+MAX_TENSORS = 8192
+MAX_NAME_BYTES = 256
+MAX_RANK = 4
+FILE_KINDS = ("delta", "patch")
+DTYPES = {"float32": "<f4", "float16": "<f2", "int32": "<i4", "int8": "i1", "uint8": "u1"}
+FLOAT_DTYPES = ("float32", "float16")
+HEADER_KEYS = ("file_kind", "meta", "payload_bytes", "tensors")
+TENSOR_KEYS = ("dtype", "name", "nbytes", "offset", "shape")
+
+SITE_OPS = ("conv", "depthwise", "dense")
+TENSOR_ROLES = ("scale", "bias", "kernel")
+DELTA_DTYPES = FLOAT_DTYPES
+MIN_RESOLUTION = 8
+MAX_RESOLUTION = 4096
+_META_KEYS = ("base_sha256", "kinds", "sites", "task")
+_TASK_KEYS = ("classes", "name", "preprocessing", "resolution")
+_PREPROCESSING_KEYS = ("offset", "scale")
+_HEX = frozenset("0123456789abcdef")
+_FLOAT_MAX = {"float32": float(np.finfo(np.float32).max), "float16": float(np.finfo(np.float16).max)}
+
+
+@dataclass(frozen=True)
+class TensorFile:
+    """A decoded file: its ``meta`` object and read-only arrays in stored dtype."""
+
+    meta: dict
+    tensors: dict[str, np.ndarray]
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def _show(value) -> str:
+    """repr() clipped so a hostile header cannot make a huge message."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _json_type(value) -> str:
+    for kind, name in ((bool, "boolean"), (int, "number"), (float, "number"), (str, "string"),
+                       (list, "array"), (dict, "object")):
+        if isinstance(value, kind):
+            return name
+    return "null" if value is None else type(value).__name__
+
+
+def _is_int(value, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _check_keys(obj, keys, where: str, source: str) -> None:
+    if not isinstance(obj, dict):
+        raise HeaderError(f"{source}: {where} must be a JSON object, got {_json_type(obj)}")
+    for key in keys:
+        if key not in obj:
+            raise HeaderError(f"{source}: {where} is missing key {key!r}")
+    for key in sorted(obj):
+        if key not in keys:
+            raise HeaderError(f"{source}: {where} has unknown key {_show(key)}")
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def _check_kind_arg(kind, arg: str) -> None:
+    if kind not in FILE_KINDS:
+        raise UsageError(f"{arg} must be one of {', '.join(FILE_KINDS)}; received {arg}={kind!r}")
+
+
+# ----------------------------------------------------- container: reading
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"non-standard constant {name}")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {_show(text)} overflows a double")
+    return value
+
+
+def _unique_object(pairs):
+    obj = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError(f"duplicate key {_show(key)}")
+        obj[key] = value
+    return obj
+
+
+def _parse_header(raw: bytes):
+    """Return (header, None) or (None, message) so the error can wait for the checksum."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return None, f"header is not valid UTF-8: {err.reason} at byte {err.start}"
+    try:
+        header = json.loads(text, object_pairs_hook=_unique_object, parse_float=_finite_float,
+                            parse_constant=_reject_constant)
+    except RecursionError:
+        return None, "header is not valid JSON: nested too deeply"
+    except ValueError as err:  # json.JSONDecodeError is a ValueError
+        return None, f"header is not valid JSON: {err}"
+    return header, None
+
+
+def _check_file_size(size: int, source: str) -> None:
+    if size < MIN_FILE_BYTES:
+        raise TruncatedFileError(
+            f"{source}: file is {size} bytes, shorter than the smallest valid file ({MIN_FILE_BYTES} bytes)")
+    if size > MAX_FILE_BYTES:
+        raise DeltaFormatError(
+            f"{source}: file is {size} bytes, larger than MAX_FILE_BYTES ({MAX_FILE_BYTES})")
+
+
+def _check_preamble(data: bytes, source: str) -> int:
+    """Steps 3 and 4; returns header_len."""
+    if data[:8] != MAGIC:
+        raise DeltaFormatError(f"{source}: bad magic: expected {MAGIC!r}, got {data[:8]!r}")
+    version, header_len = struct.unpack_from("<II", data, 8)
+    if version != FORMAT_VERSION:
+        raise DeltaFormatError(
+            f"{source}: unsupported format version: expected {FORMAT_VERSION}, got {version}")
+    if not MIN_HEADER_BYTES <= header_len <= MAX_HEADER_BYTES:
+        raise HeaderError(
+            f"{source}: header_len {header_len} is outside {MIN_HEADER_BYTES}..{MAX_HEADER_BYTES}")
+    if header_len % HEADER_ALIGN:
+        raise HeaderError(f"{source}: header_len {header_len} is not a multiple of {HEADER_ALIGN}")
+    needed = PREAMBLE_BYTES + header_len + TRAILER_BYTES
+    if len(data) < needed:
+        raise TruncatedFileError(
+            f"{source}: file is {len(data)} bytes, too short for header_len {header_len} "
+            f"(needs at least {needed})")
+    return header_len
+
+
+def _check_total_size(size: int, header_len: int, payload_bytes: int, source: str) -> None:
+    expected = PREAMBLE_BYTES + header_len + payload_bytes + TRAILER_BYTES
+    detail = (f"file is {size} bytes, expected {expected} = 16 + header_len {header_len} "
+              f"+ payload_bytes {payload_bytes} + 32")
+    if size < expected:
+        raise TruncatedFileError(f"{source}: truncated: {detail}")
+    if size > expected:
+        raise DeltaFormatError(f"{source}: {size - expected} unexpected trailing bytes: {detail}")
+
+
+def _check_trailer(data: bytes, source: str) -> None:
+    stored = data[-TRAILER_BYTES:].hex()
+    actual = hashlib.sha256(memoryview(data)[:-TRAILER_BYTES]).hexdigest()
+    if stored != actual:
+        raise ChecksumMismatchError(
+            f"{source}: sha256 mismatch: trailer says {stored}, content hashes to {actual}")
+
+
+def _check_header(header, expect_kind: str, source: str) -> list[dict]:
+    """Step 7 and 8: the header's schema; returns the tensor entries."""
+    _check_keys(header, HEADER_KEYS, "header", source)
+    kind = header["file_kind"]
+    if kind not in FILE_KINDS:
+        raise HeaderError(f"{source}: file_kind must be one of {', '.join(FILE_KINDS)}, got {_show(kind)}")
+    if kind != expect_kind:
+        raise HeaderError(f"{source}: file_kind: expected {expect_kind!r}, got {kind!r}")
+    if not _is_int(header["payload_bytes"], 0, MAX_FILE_BYTES):
+        raise HeaderError(f"{source}: payload_bytes must be an integer in 0..{MAX_FILE_BYTES}, "
+                          f"got {_show(header['payload_bytes'])}")
+    if not isinstance(header["meta"], dict):
+        raise HeaderError(f"{source}: meta must be a JSON object, got {_json_type(header['meta'])}")
+    entries = header["tensors"]
+    if not isinstance(entries, list):
+        raise HeaderError(f"{source}: tensors must be a JSON array, got {_json_type(entries)}")
+    if len(entries) > MAX_TENSORS:
+        raise HeaderError(f"{source}: {len(entries)} tensors, more than MAX_TENSORS ({MAX_TENSORS})")
+    _check_entries(entries, header["payload_bytes"], source)
+    return entries
+
+
+def _check_name(entry: dict, index: int, seen: set, source: str) -> str:
+    name = entry["name"]
+    try:
+        ok = isinstance(name, str) and 1 <= len(name.encode("utf-8")) <= MAX_NAME_BYTES
+    except UnicodeEncodeError:  # an unpaired surrogate escape
+        ok = False
+    if not ok:
+        raise HeaderError(f"{source}: tensors[{index}].name must be a string of 1..{MAX_NAME_BYTES} "
+                          f"UTF-8 bytes, got {_show(name)}")
+    if name in seen:
+        raise HeaderError(f"{source}: duplicate tensor name {name!r}")
+    seen.add(name)
+    return name
+
+
+def _check_entry_numbers(entry: dict, where: str, source: str) -> None:
+    if not isinstance(entry["dtype"], str) or entry["dtype"] not in DTYPES:
+        raise HeaderError(f"{source}: {where}: dtype must be one of {', '.join(DTYPES)}, "
+                          f"got {_show(entry['dtype'])}")
+    shape = entry["shape"]
+    if not (isinstance(shape, list) and len(shape) <= MAX_RANK
+            and all(_is_int(dim, 0, MAX_FILE_BYTES) for dim in shape)):
+        raise HeaderError(f"{source}: {where}: shape must be an array of at most {MAX_RANK} "
+                          f"integers in 0..{MAX_FILE_BYTES}, got {_show(shape)}")
+    for key in ("offset", "nbytes"):
+        if not _is_int(entry[key], 0, MAX_FILE_BYTES):
+            raise HeaderError(f"{source}: {where}: {key} must be an integer in 0..{MAX_FILE_BYTES}, "
+                              f"got {_show(entry[key])}")
+    needed = math.prod(shape) * np.dtype(DTYPES[entry["dtype"]]).itemsize
+    if entry["nbytes"] != needed:
+        raise HeaderError(f"{source}: {where}: nbytes is {entry['nbytes']}, but shape {shape} "
+                          f"of {entry['dtype']} needs {needed}")
+
+
+def _check_entries(entries: list, payload_bytes: int, source: str) -> None:
+    seen: set[str] = set()
+    previous, previous_end = None, 0
+    for index, entry in enumerate(entries):
+        _check_keys(entry, TENSOR_KEYS, f"tensors[{index}]", source)
+        name = _check_name(entry, index, seen, source)
+        where = f"tensor {name!r}"
+        _check_entry_numbers(entry, where, source)
+        offset, end = entry["offset"], entry["offset"] + entry["nbytes"]
+        if offset % ALIGN:
+            raise HeaderError(f"{source}: {where}: offset {offset} is not a multiple of ALIGN ({ALIGN})")
+        if offset < previous_end:
+            raise HeaderError(f"{source}: {where}: offset {offset} is before the end of the previous "
+                              f"tensor {previous!r} ({previous_end}); tensors must be sorted by offset "
+                              f"and must not overlap")
+        if end > payload_bytes:
+            raise HeaderError(f"{source}: {where}: bytes {offset}..{end} run past payload_bytes "
+                              f"({payload_bytes})")
+        previous, previous_end = name, end
+
+
+def _check_padding(payload: bytes, entries: list, source: str) -> None:
+    position = 0
+    for start, end in [(e["offset"], e["offset"] + e["nbytes"]) for e in entries] + [(len(payload),) * 2]:
+        gap = payload[position:start]
+        nonzero = len(gap) - len(gap.lstrip(b"\0"))
+        if nonzero < len(gap):
+            at = position + nonzero
+            raise DeltaFormatError(f"{source}: payload byte {at} is 0x{payload[at]:02x}, expected 0x00 "
+                                   f"(bytes outside tensors must be zero)")
+        position = end
+
+
+def _check_finite(name: str, array: np.ndarray, source: str) -> None:
+    if array.dtype.kind != "f":
+        return
+    finite = np.isfinite(array)
+    if finite.all():
+        return
+    nans = int(np.isnan(array).sum())
+    infs = int(finite.size - finite.sum()) - nans
+    first = int(np.argmin(finite.reshape(-1)))
+    raise NonFiniteError(f"{source}: tensor {name!r} holds {nans} NaN and {infs} Inf values "
+                         f"(first at flat index {first})")
+
+
+def decode_tensor_file(data: bytes, expect_kind: str, source: str = "<bytes>") -> TensorFile:
+    """Verify and decode a whole file held in memory (steps 2 to 10).
+
+    Args:
+      data: the file's bytes.
+      expect_kind: ``"delta"`` or ``"patch"``; the file must be of this kind.
+      source: the name errors give for the data, usually its path.
+
+    Returns:
+      A ``TensorFile``; its arrays are read-only views of ``data``.
+
+    Raises:
+      DeltaFormatError (or a subclass), NonFiniteError; UsageError for a bad
+      ``expect_kind``.
+    """
+    _check_kind_arg(expect_kind, "expect_kind")
+    data = bytes(data)  # immutable (no copy if it already is): the arrays below are views of it
+    _check_file_size(len(data), source)
+    header_len = _check_preamble(data, source)
+    start = PREAMBLE_BYTES + header_len
+    header, parse_error = _parse_header(data[PREAMBLE_BYTES:start])
+    if isinstance(header, dict) and _is_int(header.get("payload_bytes"), 0, MAX_FILE_BYTES):
+        _check_total_size(len(data), header_len, header["payload_bytes"], source)
+    _check_trailer(data, source)
+    if parse_error:
+        raise HeaderError(f"{source}: {parse_error}")
+    entries = _check_header(header, expect_kind, source)
+    payload_bytes = header["payload_bytes"]
+    _check_padding(data[start:start + payload_bytes], entries, source)
+    tensors = {}
+    for entry in entries:
+        dtype = np.dtype(DTYPES[entry["dtype"]])
+        flat = np.frombuffer(data, dtype=dtype, count=entry["nbytes"] // dtype.itemsize,
+                             offset=start + entry["offset"])
+        tensors[entry["name"]] = flat.reshape(entry["shape"])
+        _check_finite(entry["name"], tensors[entry["name"]], source)
+    return TensorFile(meta=header["meta"], tensors=tensors)
+
+
+def _read_bytes(path) -> tuple[bytes, str]:
+    source = os.fsdecode(path)
+    try:
+        info = os.stat(source)  # stat, not open: opening a FIFO would block
+    except FileNotFoundError:
+        raise MissingFileError(f"{source}: no such file") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise MissingFileError(f"{source}: is a directory, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise MissingFileError(f"{source}: is not a regular file")
+    _check_file_size(info.st_size, source)  # before reading a byte
+    with open(source, "rb") as handle:
+        return handle.read(MAX_FILE_BYTES + 1), source  # a file that grew since is caught by decode
+
+
+def read_tensor_file(path, expect_kind: str) -> TensorFile:
+    """Read and verify a delta or patch file (all steps of the verification order).
+
+    Raises MissingFileError, DeltaFormatError (or a subclass), NonFiniteError.
+    """
+    _check_kind_arg(expect_kind, "expect_kind")
+    data, source = _read_bytes(path)
+    return decode_tensor_file(data, expect_kind, source)
+
+
+# ----------------------------------------------------- container: writing
+
+
+def _stored_array(name, array, source: str) -> np.ndarray:
+    if not isinstance(array, np.ndarray):
+        raise UsageError(f"{source}: tensor {_show(name)} must be a numpy array, got {type(array).__name__}")
+    if array.dtype.name in DTYPES:
+        # little-endian, C order (not ascontiguousarray: it turns a scalar into shape [1])
+        return np.asarray(array, dtype=DTYPES[array.dtype.name], order="C")
+    return array  # the header check rejects its dtype by name
+
+
+def _header_json(file_kind: str, meta, entries: list, payload_bytes: int, source: str) -> bytes:
+    if not isinstance(meta, dict):
+        raise UsageError(f"{source}: meta must be a dict, got {type(meta).__name__}")
+    header = {"file_kind": file_kind, "meta": meta, "payload_bytes": payload_bytes, "tensors": entries}
+    try:
+        text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                          allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as err:
+        raise UsageError(f"{source}: meta cannot be written as JSON: {err}") from None
+    reparsed, parse_error = _parse_header(text.encode("ascii"))
+    if parse_error or reparsed["meta"] != meta:
+        raise UsageError(f"{source}: meta does not survive a JSON round trip (use dicts with str keys, "
+                         f"lists, str, int, finite float, bool, None)")
+    _check_header(reparsed, file_kind, source)  # the reader's own rules
+    raw = text.encode("ascii")
+    return raw + b" " * (_round_up(len(raw), HEADER_ALIGN) - len(raw))
+
+
+def encode_tensor_file(file_kind: str, tensors: Mapping[str, np.ndarray], meta: dict,
+                       source: str = "<bytes>") -> bytes:
+    """Encode tensors (in insertion order) and meta as one canonical file.
+
+    Raises UsageError for bad arguments, HeaderError for what the reader
+    would reject in the header (names, dtypes, ranks, limits), NonFiniteError
+    for NaN/Inf, DeltaFormatError when the file would exceed MAX_FILE_BYTES.
+    """
+    _check_kind_arg(file_kind, "file_kind")
+    if not isinstance(tensors, Mapping):
+        raise UsageError(
+            f"{source}: tensors must be a mapping of name to array, got {type(tensors).__name__}")
+    arrays = {name: _stored_array(name, array, source) for name, array in tensors.items()}
+    entries, end = [], 0
+    for name, array in arrays.items():
+        offset = _round_up(end, ALIGN)
+        end = offset + array.nbytes
+        entries.append({"dtype": array.dtype.name, "name": name, "nbytes": array.nbytes,
+                        "offset": offset, "shape": list(array.shape)})
+    payload_bytes = _round_up(end, ALIGN)
+    if payload_bytes > MAX_FILE_BYTES:
+        raise DeltaFormatError(f"{source}: payload would be {payload_bytes} bytes, larger than "
+                               f"MAX_FILE_BYTES ({MAX_FILE_BYTES})")
+    header = _header_json(file_kind, meta, entries, payload_bytes, source)
+    for name, array in arrays.items():
+        _check_finite(name, array, source)
+    if len(header) > MAX_HEADER_BYTES:
+        raise HeaderError(f"{source}: header would be {len(header)} bytes, larger than MAX_HEADER_BYTES "
+                          f"({MAX_HEADER_BYTES})")
+    size = PREAMBLE_BYTES + len(header) + payload_bytes + TRAILER_BYTES
+    if size > MAX_FILE_BYTES:
+        raise DeltaFormatError(f"{source}: file would be {size} bytes, larger than MAX_FILE_BYTES "
+                               f"({MAX_FILE_BYTES})")
+    out = bytearray(size)
+    out[:PREAMBLE_BYTES] = MAGIC + struct.pack("<II", FORMAT_VERSION, len(header))
+    start = PREAMBLE_BYTES + len(header)
+    out[PREAMBLE_BYTES:start] = header
+    for entry, array in zip(entries, arrays.values()):
+        out[start + entry["offset"]:start + entry["offset"] + entry["nbytes"]] = array.tobytes()
+    out[-TRAILER_BYTES:] = hashlib.sha256(memoryview(out)[:-TRAILER_BYTES]).digest()
+    return bytes(out)
+
+
+def _write_atomic(path, data: bytes) -> int:
+    """Write via a temp file in the same directory, fsync, rename; never leave a partial file."""
+    target = os.fsdecode(path)
+    directory = os.path.dirname(os.path.abspath(target))
+    if not os.path.isdir(directory):
+        raise MissingFileError(f"{target}: directory {directory} does not exist")
+    temp = os.path.join(directory, f".{os.path.basename(target)}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # not mkstemp: honour the umask
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        os.unlink(temp)
+        raise
+    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    return len(data)
+
+
+def write_tensor_file(path, file_kind: str, tensors: Mapping[str, np.ndarray], meta: dict) -> int:
+    """Encode and write atomically; returns the bytes written. Raises as ``encode_tensor_file``."""
+    source = os.fsdecode(path)
+    return _write_atomic(path, encode_tensor_file(file_kind, tensors, meta, source))
+
+
+# ------------------------------------------------------ typed delta layer
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Model input = pixel (0..255) * scale + offset."""
+
+    scale: float
+    offset: float
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What a task is: its name, class labels, input resolution and preprocessing."""
+
+    name: str
+    classes: tuple[str, ...]
+    resolution: int
+    preprocessing: Preprocessing
+
+
+@dataclass(frozen=True, eq=False)
+class Delta:
+    """One task's delta against a base model.
+
+    Fields:
+      task: the task's ``TaskInfo``.
+      kinds: patch kinds private to this task, e.g. ``("scale_bias", "logits")``.
+      base_sha256: runtime format -> lowercase hex sha256 of the exact base file bytes.
+      sites: site name -> op, one of ``SITE_OPS``.
+      tensors: ``"{site}/{role}"`` -> float array (float32 after ``read_delta``).
+
+    Two deltas are equal when all fields are and every tensor has the same
+    dtype, shape and values. A Delta is validated when it is encoded or
+    decoded, not when it is constructed.
+    """
+
+    task: TaskInfo
+    kinds: tuple[str, ...]
+    base_sha256: dict[str, str]
+    sites: dict[str, str]
+    tensors: dict[str, np.ndarray]
+
+    @property
+    def nbytes_payload(self) -> int:
+        """Bytes of the tensors as held here (the raw size a file can't beat)."""
+        return sum(int(np.asarray(array).nbytes) for array in self.tensors.values())
+
+    def __eq__(self, other):
+        if not isinstance(other, Delta):
+            return NotImplemented
+        same_arrays = self.tensors.keys() == other.tensors.keys() and all(
+            a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
+            for a, b in ((np.asarray(self.tensors[n]), np.asarray(other.tensors[n])) for n in self.tensors))
+        return (self.task, self.kinds, self.base_sha256, self.sites) == (
+            other.task, other.kinds, other.base_sha256, other.sites) and same_arrays
+
+
+def _string_list(value, where: str, source: str) -> list[str]:
+    if not (isinstance(value, list) and value and all(isinstance(s, str) and s for s in value)
+            and len(set(value)) == len(value)):
+        raise HeaderError(f"{source}: {where} must be a non-empty array of unique non-empty strings, "
+                          f"got {_show(value)}")
+    return value
+
+
+def _finite_number(value, where: str, source: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise HeaderError(f"{source}: {where} must be a finite number, got {_show(value)}")
+    return float(value)
+
+
+def task_from_json(task, source: str = "<json>") -> TaskInfo:
+    """Validate ``meta["task"]`` (the JSON form, shared by deltas and patches) into a TaskInfo.
+
+    Raises HeaderError naming ``source`` and the offending field.
+    """
+    _check_keys(task, _TASK_KEYS, "meta.task", source)
+    if not (isinstance(task["name"], str) and task["name"]):
+        raise HeaderError(f"{source}: meta.task.name must be a non-empty string, got {_show(task['name'])}")
+    classes = _string_list(task["classes"], "meta.task.classes", source)
+    if not _is_int(task["resolution"], MIN_RESOLUTION, MAX_RESOLUTION):
+        raise HeaderError(f"{source}: meta.task.resolution must be an integer in {MIN_RESOLUTION}.."
+                          f"{MAX_RESOLUTION}, got {_show(task['resolution'])}")
+    pre = task["preprocessing"]
+    _check_keys(pre, _PREPROCESSING_KEYS, "meta.task.preprocessing", source)
+    preprocessing = Preprocessing(
+        scale=_finite_number(pre["scale"], "meta.task.preprocessing.scale", source),
+        offset=_finite_number(pre["offset"], "meta.task.preprocessing.offset", source))
+    return TaskInfo(task["name"], tuple(classes), task["resolution"], preprocessing)
+
+
+def _string_map(value, where: str, allowed, rule: str, source: str) -> dict[str, str]:
+    if not (isinstance(value, dict) and value):
+        raise HeaderError(f"{source}: {where} must be a non-empty JSON object, got {_show(value)}")
+    for key, item in value.items():
+        if not (isinstance(key, str) and key):
+            raise HeaderError(f"{source}: {where} keys must be non-empty strings, got {_show(key)}")
+        if not allowed(item):
+            raise HeaderError(f"{source}: {where}[{key!r}] must be {rule}, got {_show(item)}")
+    return dict(value)
+
+
+def _is_sha256_hex(value) -> bool:
+    return isinstance(value, str) and len(value) == 64 and set(value) <= _HEX
+
+
+def _is_site_op(value) -> bool:
+    return isinstance(value, str) and value in SITE_OPS
+
+
+def _parse_delta_meta(meta, source: str):
+    """Validate delta meta; returns (task, kinds, base_sha256, sites)."""
+    _check_keys(meta, _META_KEYS, "meta", source)
+    task = task_from_json(meta["task"], source)
+    kinds = tuple(_string_list(meta["kinds"], "meta.kinds", source))
+    base = _string_map(meta["base_sha256"], "meta.base_sha256", _is_sha256_hex,
+                       "64 lowercase hex digits", source)
+    sites = _string_map(meta["sites"], "meta.sites", _is_site_op, f"one of {', '.join(SITE_OPS)}", source)
+    return task, kinds, base, sites
+
+
+def _kernel_outputs(op: str, shape: tuple) -> int:
+    return shape[2] * shape[3] if op == "depthwise" else shape[-1]
+
+
+def _check_site(site: str, op: str, shapes: dict, source: str) -> None:
+    if not shapes:
+        raise HeaderError(f"{source}: site {site!r} is listed in meta.sites but has no tensors")
+    if "scale" in shapes and "kernel" in shapes:
+        raise HeaderError(f"{source}: site {site!r} has both a scale and a kernel; a kernel replaces "
+                          f"the base kernel in full, so it takes no scale")
+    lengths = {}
+    for role, shape in shapes.items():
+        rank = 1 if role != "kernel" else (2 if op == "dense" else 4)
+        if len(shape) != rank:
+            raise ShapeMismatchError(f"{source}: tensor '{site}/{role}' of a {op} site must have rank "
+                                     f"{rank}, got shape {list(shape)}")
+        lengths[role] = _kernel_outputs(op, shape) if role == "kernel" else shape[0]
+    if len(set(lengths.values())) > 1:
+        found = ", ".join(f"{role} {lengths[role]}" for role in TENSOR_ROLES if role in lengths)
+        raise ShapeMismatchError(f"{source}: site {site!r}: output channels differ between its tensors: "
+                                 f"{found}")
+
+
+def _check_delta_tensors(sites: dict, specs: dict, source: str) -> None:
+    """specs: tensor name -> (dtype name, shape)."""
+    by_site: dict[str, dict] = {site: {} for site in sites}
+    for name, (dtype, shape) in specs.items():
+        if not isinstance(name, str):
+            raise HeaderError(f"{source}: tensor name must be a string, got {_show(name)}")
+        if dtype not in DELTA_DTYPES:
+            raise HeaderError(f"{source}: tensor {name!r}: delta tensors must be float32 or float16, "
+                              f"got {dtype}")
+        site, _, role = name.rpartition("/")
+        if role not in TENSOR_ROLES or not site:
+            raise HeaderError(f"{source}: tensor {name!r}: name must be '{{site}}/{{role}}' with role "
+                              f"one of {', '.join(TENSOR_ROLES)}")
+        if site not in sites:
+            raise HeaderError(f"{source}: tensor {name!r}: site {site!r} is not in meta.sites")
+        by_site[site][role] = tuple(shape)
+    for site, op in sites.items():
+        _check_site(site, op, by_site[site], source)
+
+
+def _plain(value):
+    """Tuples to lists, mappings to dicts; odd types pass through for the validator to name."""
+    return list(value) if isinstance(value, (list, tuple)) else (
+        dict(value) if isinstance(value, Mapping) else value)
+
+
+def _task_json(task: TaskInfo) -> dict:
+    pre = task.preprocessing
+    return {"name": task.name, "classes": _plain(task.classes), "resolution": task.resolution,
+            "preprocessing": {"scale": pre.scale, "offset": pre.offset}}
+
+
+def task_to_json(task: TaskInfo, source: str = "<task>") -> dict:
+    """The JSON form of a TaskInfo, as stored in ``meta["task"]``; validated as a reader would.
+
+    Raises UsageError if ``task`` is not a TaskInfo with a Preprocessing, HeaderError
+    (naming ``source``) if a field is invalid.
+    """
+    if not (isinstance(task, TaskInfo) and isinstance(task.preprocessing, Preprocessing)):
+        raise UsageError(f"{source}: expected a TaskInfo with a Preprocessing, got {_show(task)}")
+    return _task_json(task_from_json(_task_json(task), source))
+
+
+def _meta_dict(task: TaskInfo, kinds, base, sites) -> dict:
+    """The JSON form of delta meta."""
+    return {"task": _task_json(task), "kinds": _plain(kinds), "base_sha256": _plain(base),
+            "sites": _plain(sites)}
+
+
+def _cast_for_file(name: str, array, dtype: str, source: str) -> np.ndarray:
+    if not isinstance(array, np.ndarray) or array.dtype.kind != "f":
+        kind = array.dtype if isinstance(array, np.ndarray) else type(array).__name__
+        raise ShapeMismatchError(f"{source}: tensor {_show(name)}: expected a float numpy array, got {kind}")
+    _check_finite(name, array, source)
+    with np.errstate(over="ignore"):  # overflow is reported below, with the value
+        stored = array.astype(DTYPES[dtype])
+    if not np.isfinite(stored).all():
+        first = int(np.argmin(np.isfinite(stored).reshape(-1)))
+        value = float(array.reshape(-1)[first])
+        raise NonFiniteError(f"{source}: tensor {name!r}: value {value!r} at flat index {first} "
+                             f"overflows {dtype} (max {_FLOAT_MAX[dtype]:g})")
+    return stored
+
+
+def encode_delta(delta: Delta, dtype: str = "float32", source: str = "<bytes>") -> bytes:
+    """Validate a delta and encode it as a ``"delta"`` file with tensors in ``dtype``.
+
+    Raises UsageError, HeaderError, ShapeMismatchError, NonFiniteError (NaN/Inf,
+    or a value that overflows ``dtype``).
+    """
+    if dtype not in DELTA_DTYPES:
+        raise UsageError(f"dtype must be one of {', '.join(DELTA_DTYPES)}; received dtype={dtype!r}")
+    if not (isinstance(delta, Delta) and isinstance(delta.task, TaskInfo)
+            and isinstance(delta.task.preprocessing, Preprocessing) and isinstance(delta.tensors, Mapping)):
+        raise UsageError(f"{source}: expected a Delta with a TaskInfo, Preprocessing and a tensors dict")
+    raw_meta = _meta_dict(delta.task, delta.kinds, delta.base_sha256, delta.sites)
+    task, kinds, base, sites = _parse_delta_meta(raw_meta, source)
+    tensors = {name: _cast_for_file(name, array, dtype, source) for name, array in delta.tensors.items()}
+    _check_delta_tensors(sites, {n: (a.dtype.name, a.shape) for n, a in tensors.items()}, source)
+    return encode_tensor_file("delta", tensors, _meta_dict(task, kinds, base, sites), source)
+
+
+def decode_delta(data: bytes, source: str = "<bytes>") -> Delta:
+    """Verify and decode a delta held in memory; tensors come back as read-only float32."""
+    decoded = decode_tensor_file(data, "delta", source)
+    task, kinds, base, sites = _parse_delta_meta(decoded.meta, source)
+    arrays = decoded.tensors
+    _check_delta_tensors(sites, {n: (a.dtype.name, a.shape) for n, a in arrays.items()}, source)
+    tensors = {}
+    for name, array in arrays.items():
+        tensors[name] = array if array.dtype == np.float32 else array.astype(np.float32)
+        tensors[name].flags.writeable = False
+    return Delta(task=task, kinds=kinds, base_sha256=base, sites=sites, tensors=tensors)
+
+
+def write_delta(path, delta: Delta, dtype: str = "float32") -> int:
+    """Validate, encode and atomically write a delta; returns the bytes written."""
+    source = os.fsdecode(path)
+    return _write_atomic(path, encode_delta(delta, dtype, source))
+
+
+def read_delta(path) -> Delta:
+    """Read and verify a delta file (the full verification order); float32 tensors."""
+    data, source = _read_bytes(path)
+    return decode_delta(data, source)

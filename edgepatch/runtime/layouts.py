@@ -1,0 +1,84 @@
+"""Weight layouts: canonical (Keras) vs. each runtime's, for each site op.
+
+| op        | canonical (Keras, delta) | TFLite        | ONNX            |
+|-----------|--------------------------|---------------|-----------------|
+| conv      | [H, W, I, O]             | [O, H, W, I]  | [O, I, H, W]    |
+| depthwise | [H, W, C, M]             | [1, H, W, C·M]| [C·M, 1, H, W]  |
+| dense     | [I, O]                   | [O, I]        | [I, O] (MatMul) |
+
+``OUT_AXIS`` gives the output-channel axis of each runtime layout, along
+which a per-channel scale multiplies the kernel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgepatch.errors import ShapeMismatchError
+
+FORMATS = ("tflite", "onnx")
+
+OUT_AXIS = {
+    ("tflite", "conv"): 0,
+    ("tflite", "depthwise"): 3,
+    ("tflite", "dense"): 0,
+    ("onnx", "conv"): 0,
+    ("onnx", "depthwise"): 0,
+    ("onnx", "dense"): 1,
+}
+
+
+def to_runtime(kernel: np.ndarray, op: str, fmt: str) -> np.ndarray:
+    """Canonical kernel -> the runtime's layout (a new C-contiguous array)."""
+    if op == "conv":
+        axes = (3, 0, 1, 2) if fmt == "tflite" else (3, 2, 0, 1)
+        return np.ascontiguousarray(kernel.transpose(axes))
+    if op == "depthwise":
+        h, w, c, m = kernel.shape
+        flat = kernel.reshape(h, w, c * m)
+        if fmt == "tflite":
+            return np.ascontiguousarray(flat.reshape(1, h, w, c * m))
+        return np.ascontiguousarray(flat.transpose(2, 0, 1)[:, None])
+    if op == "dense":
+        return np.ascontiguousarray(kernel.T if fmt == "tflite" else kernel)
+    raise ValueError(f"unknown site op '{op}'")
+
+
+def runtime_shape(canonical_shape: tuple[int, ...], op: str, fmt: str) -> tuple[int, ...]:
+    """The runtime-layout shape of a canonical kernel shape."""
+    return to_runtime(np.empty(canonical_shape, np.uint8), op, fmt).shape
+
+
+def from_runtime(kernel: np.ndarray, op: str, fmt: str, canonical_shape: tuple[int, ...]) -> np.ndarray:
+    """Runtime-layout kernel -> canonical layout of ``canonical_shape``."""
+    expected = runtime_shape(canonical_shape, op, fmt)
+    if tuple(kernel.shape) != expected:
+        raise ShapeMismatchError(
+            f"{fmt} {op} kernel has shape {list(kernel.shape)}, expected {list(expected)}"
+        )
+    if op == "conv":
+        axes = (1, 2, 3, 0) if fmt == "tflite" else (2, 3, 1, 0)
+        return np.ascontiguousarray(kernel.transpose(axes))
+    if op == "depthwise":
+        h, w, c, m = canonical_shape
+        flat = kernel.reshape(h, w, c * m) if fmt == "tflite" else kernel[:, 0].transpose(1, 2, 0)
+        return np.ascontiguousarray(flat.reshape(h, w, c, m))
+    return np.ascontiguousarray(kernel.T if fmt == "tflite" else kernel)
+
+
+def pad_head(kernel: np.ndarray, bias: np.ndarray, head_width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pad a canonical [I, K] head to [I, head_width] with zero columns.
+
+    The base's head is as wide as its widest task; a task with fewer classes
+    gets zero logits in the extra columns, which the runtime slices off.
+    """
+    classes = kernel.shape[1]
+    if classes > head_width:
+        raise ShapeMismatchError(
+            f"head has {classes} classes, more than the base head width {head_width}"
+        )
+    padded_kernel = np.zeros((kernel.shape[0], head_width), np.float32)
+    padded_kernel[:, :classes] = kernel
+    padded_bias = np.zeros((head_width,), np.float32)
+    padded_bias[:classes] = bias
+    return padded_kernel, padded_bias

@@ -1,0 +1,126 @@
+"""ONNX Runtime backend: apply deltas to a shared .onnx base and run the task.
+
+Walk-through::
+
+    from edgepatch.runtime import OnnxBase, read_delta
+
+    base = OnnxBase.from_file("out/base.onnx")
+    flowers = base.apply(read_delta("out/flowers.delta"))
+    logits = flowers.predict(images)
+
+Swap mode ``rebuild``: the task's weights are written into a copy of the
+model bytes and a new ``InferenceSession`` is built from them, so every
+weight stays a constant and ORT's full graph optimisations apply. (ORT
+ignores ``SessionOptions.add_initializer`` overrides of constant
+initializers at ORT_ENABLE_ALL, so overrides are not used.)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from edgepatch.delta import Delta
+from edgepatch.errors import BaseModelError, MissingFileError
+from edgepatch.runtime.onnx_file import OnnxModel, parse_onnx
+from edgepatch.runtime.patching import SiteSlots, Slot, check_fingerprint, patch_buffer, require, sha256_hex
+from edgepatch.runtime.runner import TaskRunner
+
+
+def _slot(model: OnnxModel, name: str, source: str) -> Slot:
+    init = model.initializers.get(name)
+    require(init is not None, f"{source}: initializer '{name}' is missing")
+    require(init.dtype == np.float32, f"{source}: initializer '{name}' is {init.dtype}, expected float32")
+    require(init.data_offset is not None, f"{source}: initializer '{name}' is not stored as raw_data")
+    return Slot(init.data_offset, init.dims)
+
+
+def onnx_sites(model: OnnxModel, source: str) -> dict[str, SiteSlots]:
+    """Index the base's site initializers by walking its Conv/MatMul nodes."""
+    sites: dict[str, SiteSlots] = {}
+    for node in model.nodes:
+        if node.op_type not in ("Conv", "MatMul") or len(node.inputs) < 2 or not node.inputs[1].endswith("/kernel"):
+            continue
+        site = node.inputs[1][: -len("/kernel")]
+        kernel = _slot(model, node.inputs[1], source)
+        if node.op_type == "MatMul":
+            op = "dense"
+        else:
+            op = "depthwise" if node.int_attrs.get("group", 1) > 1 else "conv"
+        require(site not in sites, f"{source}: site `{site}` appears on two nodes")
+        sites[site] = SiteSlots(op, kernel, _slot(model, f"{site}/bias", source))
+    require(bool(sites), f"{source}: no edgepatch sites found; was it written by `edgepatch convert`?")
+    return sites
+
+
+def session_options(num_threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = num_threads
+    options.inter_op_num_threads = 1
+    # Spinning threads keep a core busy after each run and skew whatever runs next.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+class OnnxRunner(TaskRunner):
+    def __init__(self, model_bytes: bytes, task, swap_seconds: float, num_threads: int):
+        import onnxruntime as ort
+
+        super().__init__(task, swap_seconds)
+        self._session = ort.InferenceSession(
+            model_bytes, session_options(num_threads), providers=["CPUExecutionProvider"]
+        )
+        self._input = self._session.get_inputs()[0].name
+
+    def _run(self, images: np.ndarray) -> np.ndarray:
+        return self._session.run(None, {self._input: images})[0]
+
+
+class OnnxBase:
+    """A shared .onnx base, read once; ``apply(delta)`` gives a task runner.
+
+    Args:
+        model_bytes: the exact bytes of the base file.
+        source: a name for error messages (usually the path).
+        num_threads: intra-op threads for every session it makes.
+    Raises:
+        BaseModelError: the bytes are not a base written by ``edgepatch convert``.
+    """
+
+    format = "onnx"
+
+    def __init__(self, model_bytes: bytes, source: str = "<bytes>", num_threads: int = 1):
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            raise BaseModelError("onnxruntime is not installed (pip install 'edgepatch[runtime]')") from None
+        self.bytes = bytes(model_bytes)
+        self.source = source
+        self.num_threads = num_threads
+        self.sha256 = sha256_hex(self.bytes)
+        self.sites = onnx_sites(parse_onnx(self.bytes, source), source)
+
+    @classmethod
+    def from_file(cls, path: str, num_threads: int = 1) -> "OnnxBase":
+        if not os.path.isfile(path):
+            raise MissingFileError(f"base model '{path}' does not exist")
+        with open(path, "rb") as handle:
+            return cls(handle.read(), path, num_threads)
+
+    def patched_bytes(self, delta: Delta) -> bytearray:
+        check_fingerprint(delta, self.format, self.sha256, self.source)
+        buffer = bytearray(self.bytes)
+        patch_buffer(buffer, self.bytes, self.sites, delta, self.format, self.source)
+        return buffer
+
+    def apply(self, delta: Delta | None) -> OnnxRunner:
+        """A runner for ``delta``'s task (a new session), or the base task when ``delta`` is None."""
+        start = time.perf_counter()
+        model = bytes(self.patched_bytes(delta)) if delta is not None else self.bytes
+        runner = OnnxRunner(model, delta.task if delta else None, 0.0, self.num_threads)
+        runner.swap_seconds = time.perf_counter() - start
+        return runner

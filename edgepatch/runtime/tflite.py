@@ -1,0 +1,171 @@
+"""LiteRT backend: apply deltas to a shared .tflite base and run the task.
+
+Walk-through::
+
+    from edgepatch.runtime import TFLiteBase, read_delta
+
+    base = TFLiteBase.from_file("out/base.tflite")   # read and index once
+    flowers = base.apply(read_delta("out/flowers.delta"))
+    logits = flowers.predict(images)                 # [N, classes]
+    cars = base.apply(read_delta("out/cars.delta"))  # switch task: same base
+
+Lifetime: the base keeps one immutable copy of the file's bytes. ``apply``
+copies them, writes the task's tensors into the copy (weights must be
+patched before the interpreter exists: ``set_tensor`` on a constant weight
+is ignored under XNNPACK), and hands the copy to a new interpreter, which
+keeps it alive for as long as the runner lives.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from edgepatch.delta import Delta
+from edgepatch.errors import BaseModelError, MissingFileError
+from edgepatch.runtime.patching import SiteSlots, Slot, check_fingerprint, patch_buffer, require, sha256_hex
+from edgepatch.runtime.runner import TaskRunner
+from edgepatch.runtime.tflite_file import TFLiteModel, parse_tflite
+
+SITE_OPS = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "depthwise", "FULLY_CONNECTED": "dense"}
+
+
+def interpreter_class():
+    """LiteRT's Interpreter, else tflite_runtime's, else TensorFlow's (deprecated)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter
+        except ImportError:
+            try:
+                import tensorflow as tf
+            except ImportError:
+                raise BaseModelError(
+                    "no TFLite interpreter: install ai-edge-litert (pip install 'edgepatch[runtime]')"
+                ) from None
+            Interpreter = tf.lite.Interpreter
+    return Interpreter
+
+
+def _float_slot(model: TFLiteModel, index: int, readers: dict[int, int], source: str) -> Slot:
+    tensor = model.tensors[index]
+    require(tensor.dtype == np.float32, f"{source}: tensor '{tensor.name}' is {tensor.dtype}, expected float32")
+    require(tensor.data_offset is not None, f"{source}: tensor '{tensor.name}' has no constant data")
+    require(readers.get(index, 0) == 1, f"{source}: tensor '{tensor.name}' is read by {readers.get(index, 0)} op inputs")
+    return Slot(tensor.data_offset, tensor.shape)
+
+
+def _input_readers(model: TFLiteModel) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for op in model.ops:
+        for index in op.inputs:
+            counts[index] = counts.get(index, 0) + 1
+    return counts
+
+
+def _check_private_bytes(model: TFLiteModel, site_tensors: set[int], source: str) -> None:
+    """No site tensor's bytes may overlap another tensor's (shared buffers, aliased offsets)."""
+    spans = sorted((t.data_offset, t.data_offset + t.data_size, t.index) for t in model.tensors
+                   if t.data_offset is not None and t.data_size > 0)
+    reach_end, reach_index = -1, -1
+    for start, end, index in spans:
+        if start < reach_end and (index in site_tensors or reach_index in site_tensors):
+            names = (model.tensors[reach_index].name, model.tensors[index].name)
+            raise BaseModelError(f"{source}: tensors '{names[0]}' and '{names[1]}' share data bytes")
+        if end > reach_end:
+            reach_end, reach_index = end, index
+
+
+def tflite_sites(model: TFLiteModel, source: str) -> dict[str, SiteSlots]:
+    """Index the base's site tensors by walking its conv/FC ops (names were set by the converter)."""
+    sites: dict[str, SiteSlots] = {}
+    readers = _input_readers(model)
+    site_tensors: set[int] = set()
+    for op in model.ops:
+        if op.opcode not in SITE_OPS or len(op.inputs) < 3 or min(op.inputs[1:3]) < 0:
+            continue
+        kernel_name = model.tensors[op.inputs[1]].name
+        if not kernel_name.endswith("/kernel"):
+            continue
+        site = kernel_name[: -len("/kernel")]
+        bias_name = model.tensors[op.inputs[2]].name
+        require(bias_name == f"{site}/bias", f"{source}: op {op.index} has kernel '{kernel_name}' but bias '{bias_name}'")
+        require(site not in sites, f"{source}: site `{site}` appears on two ops")
+        sites[site] = SiteSlots(
+            SITE_OPS[op.opcode],
+            _float_slot(model, op.inputs[1], readers, source),
+            _float_slot(model, op.inputs[2], readers, source),
+        )
+        site_tensors.update(op.inputs[1:3])
+    require(bool(sites), f"{source}: no edgepatch sites found; was it written by `edgepatch convert`?")
+    _check_private_bytes(model, site_tensors, source)
+    return sites
+
+
+class TFLiteRunner(TaskRunner):
+    def __init__(self, model_bytes: bytes, task, swap_seconds: float, num_threads: int):
+        super().__init__(task, swap_seconds)
+        self._interpreter = interpreter_class()(model_content=model_bytes, num_threads=num_threads)
+        self._input = self._interpreter.get_input_details()[0]["index"]
+        self._output = self._interpreter.get_output_details()[0]["index"]
+        self._shape: tuple[int, ...] | None = None
+
+    def _run(self, images: np.ndarray) -> np.ndarray:
+        if self._shape != images.shape:
+            self._interpreter.resize_tensor_input(self._input, list(images.shape))
+            self._interpreter.allocate_tensors()
+            self._shape = images.shape
+        self._interpreter.set_tensor(self._input, images)
+        self._interpreter.invoke()
+        return self._interpreter.get_tensor(self._output).copy()
+
+
+class TFLiteBase:
+    """A shared .tflite base, read once; ``apply(delta)`` gives a task runner.
+
+    Args:
+        model_bytes: the exact bytes of the base file.
+        source: a name for error messages (usually the path).
+        num_threads: interpreter threads for every runner it makes.
+    Raises:
+        BaseModelError: the bytes are not a base written by ``edgepatch convert``.
+    """
+
+    format = "tflite"
+
+    def __init__(self, model_bytes: bytes, source: str = "<bytes>", num_threads: int = 1):
+        self.bytes = bytes(model_bytes)
+        self.source = source
+        self.num_threads = num_threads
+        self.sha256 = sha256_hex(self.bytes)
+        self.sites = tflite_sites(parse_tflite(self.bytes, source), source)
+
+    @classmethod
+    def from_file(cls, path: str, num_threads: int = 1) -> "TFLiteBase":
+        if not os.path.isfile(path):
+            raise MissingFileError(f"base model '{path}' does not exist")
+        with open(path, "rb") as handle:
+            return cls(handle.read(), path, num_threads)
+
+    def patched_bytes(self, delta: Delta) -> bytearray:
+        """The base bytes with ``delta`` applied (checks the fingerprint, names and shapes)."""
+        check_fingerprint(delta, self.format, self.sha256, self.source)
+        buffer = bytearray(self.bytes)
+        patch_buffer(buffer, self.bytes, self.sites, delta, self.format, self.source)
+        return buffer
+
+    def apply(self, delta: Delta | None) -> TFLiteRunner:
+        """A runner for ``delta``'s task, or for the base task itself when ``delta`` is None.
+
+        Raises:
+            WrongBaseError: the delta was made for another base.
+            ShapeMismatchError: a delta tensor does not fit its site.
+        """
+        start = time.perf_counter()
+        model = bytes(self.patched_bytes(delta)) if delta is not None else self.bytes
+        runner = TFLiteRunner(model, delta.task if delta else None, 0.0, self.num_threads)
+        runner.swap_seconds = time.perf_counter() - start
+        return runner

@@ -1,0 +1,93 @@
+"""Bad deltas meet the runtime: each gets its own typed error with an exact message."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from edgepatch.delta import read_delta, write_delta
+from edgepatch.errors import (
+    ChecksumMismatchError,
+    MissingFileError,
+    ShapeMismatchError,
+    TruncatedFileError,
+    WrongBaseError,
+)
+from edgepatch.runtime import load_base
+
+FORMATS = ["tflite", "onnx"]
+
+
+@pytest.fixture()
+def delta_copy(small_ship, tmp_path):
+    ship, _ = small_ship
+    path = tmp_path / "gamma.delta"
+    shutil.copy(ship / "gamma.delta", path)
+    return path
+
+
+def test_truncated_delta(delta_copy):
+    data = delta_copy.read_bytes()
+    delta_copy.write_bytes(data[:-40])
+    with pytest.raises(TruncatedFileError) as error:
+        read_delta(str(delta_copy))
+    size = len(data) - 40
+    assert str(error.value).startswith(f"{delta_copy}: truncated: file is {size} bytes, expected {len(data)} = 16 + header_len")
+
+
+def test_flipped_payload_byte(delta_copy):
+    data = bytearray(delta_copy.read_bytes())
+    data[-100] ^= 0x01
+    delta_copy.write_bytes(bytes(data))
+    with pytest.raises(ChecksumMismatchError) as error:
+        read_delta(str(delta_copy))
+    assert str(error.value).startswith(f"{delta_copy}: sha256 mismatch: trailer says ")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_delta_for_another_base(small_ship, fmt, tmp_path):
+    ship, _ = small_ship
+    delta = read_delta(str(ship / "gamma.delta"))
+    other = dataclasses.replace(delta, base_sha256={k: "ab" * 32 for k in delta.base_sha256})
+    base = load_base(str(ship / f"base.{fmt}"))
+    with pytest.raises(WrongBaseError) as error:
+        base.apply(other)
+    assert str(error.value) == (
+        f"delta for task 'gamma' was made for {fmt} base sha256 abababababababab…, "
+        f"but {ship / f'base.{fmt}'} has sha256 {base.sha256[:16]}…"
+    )
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_tensor_of_the_wrong_shape(small_ship, fmt):
+    ship, _ = small_ship
+    delta = read_delta(str(ship / "gamma.delta"))
+    tensors = dict(delta.tensors)
+    tensors["pw/scale"] = np.ones(5, np.float32)
+    tensors["pw/bias"] = np.zeros(5, np.float32)
+    base = load_base(str(ship / f"base.{fmt}"))
+    with pytest.raises(ShapeMismatchError) as error:
+        base.apply(dataclasses.replace(delta, tensors=tensors))
+    assert str(error.value) == f"`pw/scale`: delta has 5 channels, base {ship / f'base.{fmt}'} has 8"
+
+
+def test_missing_files(small_ship, tmp_path):
+    ship, _ = small_ship
+    with pytest.raises(MissingFileError) as error:
+        read_delta(str(tmp_path / "absent.delta"))
+    assert str(error.value) == f"{tmp_path / 'absent.delta'}: no such file"
+    with pytest.raises(MissingFileError) as error:
+        load_base(str(tmp_path / "absent.tflite"))
+    assert str(error.value) == f"base model '{tmp_path / 'absent.tflite'}' does not exist"
+
+
+def test_rewritten_delta_roundtrip_still_applies(small_ship, tmp_path):
+    ship, task_model = small_ship
+    path = tmp_path / "again.delta"
+    write_delta(str(path), read_delta(str(ship / "gamma.delta")))
+    assert path.read_bytes() == (ship / "gamma.delta").read_bytes()
+    assert os.path.getsize(path) > 0
