@@ -23,7 +23,7 @@ from converters.fold import fold_batchnorm
 from converters.folded_model import build_folded_model
 from edgepatch.delta import read_delta, write_delta
 from edgepatch.errors import FoldError, UsageError
-from edgepatch.models import load_checkpoint, with_new_head
+from edgepatch.models import clone_with_input, load_checkpoint, with_new_head
 from edgepatch.patchfile import TaskPatch, apply_patch, read_patch
 from edgepatch.runtime.layouts import FORMATS
 from edgepatch.runtime.patching import sha256_hex
@@ -63,12 +63,14 @@ def _check_options(formats, dtype, patches) -> None:
 
 
 def task_model(base, patch: TaskPatch, source: str):
-    """An independent copy of the base with the patch's head and tensors applied."""
-    import keras
+    """An independent copy of the base, taking any input size, with the patch applied.
 
-    copy = keras.models.clone_model(base)
+    The head is replaced only when the patch owns it (``logits`` private);
+    otherwise it is shared with the base, as in multi-resolution training.
+    """
+    copy = clone_with_input(base, None)
     copy.set_weights(base.get_weights())
-    model = with_new_head(copy, len(patch.task.classes))
+    model = with_new_head(copy, len(patch.task.classes)) if "logits" in patch.kinds else copy
     apply_patch(model, patch, source)
     return model
 
@@ -108,7 +110,7 @@ def convert(
     from converters.export_tflite import export_tflite_base
     from edgepatch.runtime import OnnxBase, TFLiteBase
 
-    patches = [read_patch(path) for path in patch_paths]
+    patches = [read_patch(path) for path in patch_paths]  # none: the base alone (e.g. a full fine-tune)
     _check_options(formats, dtype, patches)
     base = load_checkpoint(model_path)
     sites = find_sites(base)

@@ -13,6 +13,7 @@ import logging
 
 from converters.fold import FoldedSite
 from edgepatch.errors import FoldError, ModelStructureError
+from edgepatch.models import clone_with_input
 from edgepatch.runtime.layouts import pad_head
 from edgepatch.sites import find_sites
 
@@ -52,11 +53,7 @@ def build_folded_model(model, folded: dict[str, FoldedSite], head_width: int):
             )
         return type(layer).from_config(config)
 
-    channels = model.inputs[0].shape[-1]
-    inputs = keras.Input(shape=(None, None, channels), name=model.inputs[0].name)
-    # A model loaded from .keras keeps its input as a one-element list; match its structure.
-    structured = [inputs] if isinstance(model.input, list) else inputs
-    folded_model = keras.models.clone_model(model, input_tensors=structured, clone_function=clone_layer)
+    folded_model = clone_with_input(model, None, clone_layer)
     for name, site in folded.items():
         kernel, bias = site.kernel, site.bias
         if site.op == "dense":

@@ -66,7 +66,8 @@ def main():
 @click.option("--task", "task_name", default=None, help="Task name (default: the data folder's name).")
 @click.option("--patch", "patch_spec", default="scale_bias,logits", show_default=True,
               help="Kinds to train: scale_bias, depthwise, logits (comma-separated). Without logits the "
-                   "head stays at its random initial value (paper 5.2).")
+                   "head stays at its random initial value (paper 5.2). 'full' fine-tunes everything "
+                   "and writes OUT/model.keras instead of a patch (it has no delta).")
 @click.option("--epochs", default=5, show_default=True, type=int)
 @click.option("--lr", default=None, type=float, help="Learning rate (default 1e-3 for patches, 1e-4 for full training).")
 @click.option("--batch-size", default=32, show_default=True, type=int)
@@ -93,14 +94,106 @@ def train(backbone, alpha, resolution, weights, data_dir, task_name, patch_spec,
         task_name=task_name, patch_spec=patch_spec, epochs=epochs, lr=lr, batch_size=batch_size,
         bn_stats=bn_stats, bn_momentum=bn_momentum, holdout=holdout, seed=seed, out_dir=out_dir,
     )
+    written = ("model", "base_checkpoint", "patch")
     emit(result, as_json, lambda r: click.echo(
         f"task {r['task']}: train accuracy {r['train_accuracy']:.3f}, test accuracy {r['test_accuracy']:.3f}, "
-        f"{r['trained_parameters']:,} trained parameters\nwrote {r['base_checkpoint']}\nwrote {r['patch']}"))
+        f"{r['trained_parameters']:,} trained parameters\n" + "\n".join(f"wrote {r[k]}" for k in written if k in r)))
+
+
+def _task_option(value: str, default_resolution: int) -> tuple[str, str, int]:
+    """Parse NAME=DIR[@RESOLUTION]."""
+    name, sep, rest = value.partition("=")
+    directory, at, resolution = rest.partition("@")
+    if not sep or not name or not directory or (at and not resolution.isdigit()):
+        raise click.BadParameter(f"expected NAME=DIR or NAME=DIR@RESOLUTION. Received '{value}'")
+    return name, directory, int(resolution) if at else default_resolution
+
+
+_shared_training_options = [
+    click.option("--base", "backbone", default="mobilenet_v2", show_default=True, help="Backbone family."),
+    click.option("--alpha", default=1.0, show_default=True, type=float, help="Width multiplier."),
+    click.option("--weights", default="imagenet", show_default=True,
+                 help="imagenet | none | PATH (.h5 no-top weights or a .keras checkpoint)."),
+    click.option("--epochs", default=5, show_default=True, type=int),
+    click.option("--lr", default=None, type=float, help="Learning rate (default 1e-3)."),
+    click.option("--batch-size", default=32, show_default=True, type=int),
+    click.option("--seed", default=0, show_default=True, type=int),
+    click.option("--out", "out_dir", required=True, help="Writes OUT/base.keras and OUT/<task>.patch per task."),
+    click.option("--json", "as_json", is_flag=True),
+]
+
+
+def _training_options(command):
+    for option in reversed(_shared_training_options):
+        command = option(command)
+    return command
+
+
+def _render_multitask(result: dict) -> None:
+    for t in result["tasks"]:
+        click.echo(f"{t['task']} @{t['resolution']}: train {t['train_accuracy']:.3f}, test {t['test_accuracy']:.3f}")
+    click.echo(f"wrote {result['base_checkpoint']}")
+
+
+@main.command()
+@click.option("--task", "task_values", multiple=True, required=True,
+              help="NAME=DIR or NAME=DIR@RESOLUTION, once per task (at least 2).")
+@click.option("--resolution", default=224, show_default=True, type=int, help="Resolution of tasks without @RES.")
+@click.option("--private", "private_spec", default="scale_bias,logits", show_default=True,
+              help="Patch kinds private to each task; every other weight is shared and trained by all.")
+@_training_options
+@expected_errors
+def multitask(task_values, resolution, private_spec, backbone, alpha, weights, epochs, lr, batch_size, seed,
+              out_dir, as_json):
+    """Train several tasks at once: shared weights, one private patch per task (paper 5.3).
+
+    \b
+    Example:
+      edgepatch multitask --task flowers=data/flowers --task cars=data/cars --resolution 128 --out runs/mt
+    """
+    from edgepatch.workflows import multitask_command
+
+    tasks = [_task_option(value, resolution) for value in task_values]
+    result = multitask_command(backbone=backbone, alpha=alpha, weights=weights, tasks=tasks,
+                               private_spec=private_spec, epochs=epochs, lr=lr, batch_size=batch_size,
+                               seed=seed, out_dir=out_dir)
+    emit(result, as_json, _render_multitask)
+
+
+@main.command()
+@click.option("--data", "data_dir", required=True, help="One dataset of class folders.")
+@click.option("--resolutions", default="96,128,160,192,224", show_default=True,
+              help="Comma-separated input sizes; one task each.")
+@click.option("--private", "private_spec", default="scale_bias", show_default=True,
+              help="Kinds private per resolution, or 'none' for the all-shared baseline (no deltas).")
+@_training_options
+@expected_errors
+def multires(data_dir, resolutions, private_spec, backbone, alpha, weights, epochs, lr, batch_size, seed,
+             out_dir, as_json):
+    """Train one model for several input resolutions, a private S/B patch each (paper 5.4).
+
+    \b
+    Example:
+      edgepatch multires --data data/flowers --resolutions 96,128,160 --out runs/mr
+    """
+    from edgepatch.workflows import multitask_command
+
+    try:
+        sizes = [int(r) for r in _csv(resolutions)]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers. Received '{resolutions}'") from None
+    name = os.path.basename(os.path.normpath(data_dir))
+    tasks = [(f"{name}_{size}", data_dir, size) for size in sizes]
+    result = multitask_command(backbone=backbone, alpha=alpha, weights=weights, tasks=tasks,
+                               private_spec=private_spec, epochs=epochs, lr=lr, batch_size=batch_size,
+                               seed=seed, out_dir=out_dir)
+    emit(result, as_json, _render_multitask)
 
 
 @main.command()
 @click.option("--model", "model_path", required=True, help="Base checkpoint (.keras) the patches were trained on.")
-@click.option("--patches", "patch_list", required=True, help="Comma-separated .patch files, one per task.")
+@click.option("--patches", "patch_list", default="", help="Comma-separated .patch files, one per task "
+              "(none: emit the base alone, e.g. for a fully fine-tuned model).")
 @click.option("--out", "out_dir", required=True, help="Output directory (replaced atomically).")
 @click.option("--formats", default="tflite,onnx", show_default=True, help="Base formats to emit.")
 @click.option("--dtype", default="float32", show_default=True, help="Delta tensor dtype: float32 | float16.")

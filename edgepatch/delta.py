@@ -72,7 +72,8 @@ uint8      1         ``u1``
 Float tensors hold only finite values (no NaN, no +-Inf).
 
 Writers are canonical, so equal inputs give equal bytes: tensors in the
-caller's order, each at the previous end rounded up to ``ALIGN``;
+caller's order (for a delta: the order E under *Delta tensors*, all in one
+dtype), each at the previous end rounded up to ``ALIGN``;
 P = the last end rounded up to ``ALIGN`` (0 without tensors); the JSON has
 sorted keys, no whitespace (separators ``,`` and ``:``), only ASCII
 (``\\uXXXX`` escapes), then space padding to a multiple of 16.
@@ -124,7 +125,7 @@ Delta meta
               "preprocessing": {"scale": number, "offset": number}},
      "kinds": [str, ...],
      "base_sha256": {format: hex, ...},
-     "sites": {site: op, ...}}
+     "sites": [[name, op, channels, roles], ...]}
 
 * task.name: non-empty string. task.classes: non-empty array of unique
   non-empty strings. task.resolution: integer 8..4096. preprocessing: finite
@@ -134,38 +135,102 @@ Delta meta
 * base_sha256: non-empty object mapping a runtime format name (e.g.
   ``"tflite"``, ``"onnx"``) to the lowercase hex SHA-256 (64 characters) of
   the exact base file bytes the delta was made for.
-* sites: non-empty object mapping a site name (the Keras layer name) to its
-  op, one of ``SITE_OPS``: ``"conv"``, ``"depthwise"``, ``"dense"``.
+* sites: array of 1..``MAX_SITES`` (8192) site entries. Their array order is
+  the *site order* used below. Each entry is an array of exactly four
+  values, e.g. ``["block_1_depthwise", "depthwise", 96, "scale+bias"]``:
 
-Delta tensors are float32 or float16, named ``{site}/{role}`` (split at the
-last ``/``) with the site a key of ``sites`` and role one of
-``TENSOR_ROLES``:
+  - name: the site, i.e. the Keras layer name. It is a string of
+    1..``MAX_SITE_NAME_BYTES`` (249) bytes once encoded as UTF-8, so that
+    ``{name}/kernel`` fits ``MAX_NAME_BYTES``. Names are unique within
+    ``sites`` (exact string comparison).
+  - op: one of ``SITE_OPS``: ``"conv"``, ``"depthwise"``, ``"dense"``.
+  - channels: integer 1..``MAX_FILE_BYTES``, the site's output channels O.
+  - roles: which of the site's tensors the delta holds. It is exactly one
+    of the five ``ROLE_SETS`` strings ``"scale"``, ``"bias"``,
+    ``"scale+bias"``, ``"kernel"``, ``"kernel+bias"``. Compare whole
+    strings; a string lists its roles joined by ``+`` in the order scale,
+    kernel, bias. No set has both scale and kernel: a kernel replaces the
+    base kernel in full, so it takes no scale.
 
-* ``scale``: rank 1, [O]; multiplies the base's folded kernel per output
-  channel.
-* ``bias``: rank 1, [O]; replaces the base's folded bias.
-* ``kernel``: the full folded kernel, in Keras layout: conv [H, W, I, O]
+The roles of a site with output channels O:
+
+* scale: [O]; multiplies the base's folded kernel per output channel.
+* bias: [O]; replaces the base's folded bias.
+* kernel: the full folded kernel, in Keras layout: conv [H, W, I, O]
   and depthwise [H, W, C, M] (rank 4), dense [I, O] (rank 2). Its output
-  channels O are the last axis, or C * M for depthwise.
+  channels are the last axis, or C * M for depthwise, and equal O.
 
-Every site of ``sites`` has at least one tensor. A site has no scale when it
-has a kernel (the kernel replaces the base kernel in full). The lengths of a
-site's scale, bias and kernel output channels are equal where present.
-Order of the step 11 checks: the meta keys as listed above (task, kinds,
-base_sha256, sites); then each tensor in file order (dtype, name form, site
-known); then each site in ``sites`` order (has tensors, not both scale and
-kernel, ranks, equal channel counts).
+Delta tensors
+-------------
+Scale and bias vectors are packed: each is stored as one tensor over all
+sites. From ``sites``, build the list E of expected tensor names, in order:
+
+1. ``"scale"``, if at least one site's roles include scale. It has rank 1,
+   and its length is the sum of the channels of those sites.
+2. ``"bias"``, likewise for the sites whose roles include bias.
+3. ``"{name}/kernel"`` for each site whose roles include kernel, in site
+   order. The rank is 4 for conv and depthwise and 2 for dense. Its output
+   channels equal the site's channels.
+
+The file's tensors are exactly E, in E's order. Each is float32 or float16;
+they need not share a dtype. Sums of channels fit a signed 64-bit integer
+(at most 8192 sites of at most 2^30 channels), as does C * M.
+
+Unpacking: keep one cursor for ``"scale"`` and one for ``"bias"``, both
+starting at 0. Visit the sites in site order, and each site's roles in the
+order scale, bias, kernel:
+
+* For scale or bias, the site's vector ``{name}/{role}`` is the elements
+  [cursor, cursor + channels) of that packed tensor. Then add channels to
+  the cursor.
+* For kernel, ``{name}/kernel`` is that stored tensor.
+
+The length checks below make every cursor end exactly at its tensor's
+length.
+
+Order of the step 11 checks:
+
+a. The meta keys as listed above: task, kinds, base_sha256, sites. For
+   sites, check first that it is an array of 1..``MAX_SITES``. Then, for
+   each entry in order: it is a 4-element array, then name, name unique,
+   op, channels, roles. All of step a raises ``HeaderError``.
+b. Each tensor in file order: the dtype is float32 or float16
+   (``HeaderError``); the name is in E (``HeaderError``); the rank
+   (``ShapeMismatchError``); then, for ``"scale"``/``"bias"``, the length
+   equals the declared sum, and for a kernel, its output channels equal the
+   site's channels (both ``ShapeMismatchError``).
+c. Every name of E is present. Report the first missing name, in E's order
+   (``HeaderError``).
+d. The tensors are in E's order. Report the first position that differs
+   (``HeaderError``).
+
+After these checks every site has at least one tensor, no site has both a
+scale and a kernel, and all of a site's tensors have its channel count.
 
 Python API
 ----------
 ``write_tensor_file``/``read_tensor_file`` and ``encode_tensor_file``/
 ``decode_tensor_file`` handle any file of the container (training patches
 use ``file_kind="patch"``). ``write_delta``/``read_delta`` and
-``encode_delta``/``decode_delta`` add the delta rules on top and return a
-typed ``Delta`` with float32 tensors. ``task_to_json``/``task_from_json``
-convert the ``meta["task"]`` object that deltas and patches share. Writes are atomic (temp file in the same
-directory, fsync, rename) and validate with the reader's own rules first.
-Read arrays are read-only.
+``encode_delta``/``decode_delta`` add the delta rules on top.
+
+A ``Delta`` holds the unpacked, per-site form:
+
+* ``sites`` maps each site name to its op, in site order.
+* ``tensors`` maps ``"{site}/{role}"`` to an array, where role is one of
+  ``TENSOR_ROLES`` (the name is split at its last ``/``).
+
+``encode_delta`` checks the per-site rules. Every tensor names a site of
+``sites``. Every site has at least one tensor. No site has both a scale and
+a kernel. Ranks are as above. A site's scale length, bias length and kernel
+output channels are equal. It then derives each site's channels and roles,
+packs the tensors, and checks the result by the reader's rules.
+``decode_delta`` unpacks into read-only float32 arrays; the scale and bias
+arrays are slices of the packed tensors. ``task_to_json``/``task_from_json``
+convert the ``meta["task"]`` object that deltas and patches share.
+
+Writes are atomic (temp file in the same directory, fsync, rename). They
+validate with the reader's own rules first. Read arrays are read-only.
 """
 
 from __future__ import annotations
@@ -214,6 +279,10 @@ TENSOR_KEYS = ("dtype", "name", "nbytes", "offset", "shape")
 
 SITE_OPS = ("conv", "depthwise", "dense")
 TENSOR_ROLES = ("scale", "bias", "kernel")
+ROLE_SETS = ("scale", "bias", "scale+bias", "kernel", "kernel+bias")
+PACKED_ROLES = ("scale", "bias")  # stored as one tensor each, concatenated over the sites
+MAX_SITES = 8192
+MAX_SITE_NAME_BYTES = MAX_NAME_BYTES - len("/kernel")  # so "{site}/kernel" is a valid tensor name
 DELTA_DTYPES = FLOAT_DTYPES
 MIN_RESOLUTION = 8
 MAX_RESOLUTION = 4096
@@ -221,6 +290,7 @@ _META_KEYS = ("base_sha256", "kinds", "sites", "task")
 _TASK_KEYS = ("classes", "name", "preprocessing", "resolution")
 _PREPROCESSING_KEYS = ("offset", "scale")
 _HEX = frozenset("0123456789abcdef")
+_ROLE_TEXT_ORDER = ("scale", "kernel", "bias")  # how ROLE_SETS strings list their roles
 _FLOAT_MAX = {"float32": float(np.finfo(np.float32).max), "float16": float(np.finfo(np.float16).max)}
 
 
@@ -742,30 +812,89 @@ def _is_site_op(value) -> bool:
     return isinstance(value, str) and value in SITE_OPS
 
 
+def _is_site_name(value) -> bool:
+    try:
+        return isinstance(value, str) and 1 <= len(value.encode("utf-8")) <= MAX_SITE_NAME_BYTES
+    except UnicodeEncodeError:  # an unpaired surrogate escape
+        return False
+
+
+@dataclass(frozen=True)
+class _Site:
+    """One validated ``meta.sites`` entry."""
+
+    name: str
+    op: str
+    channels: int
+    roles: str  # one of ROLE_SETS
+
+    def holds(self, role: str) -> bool:
+        return role in self.roles.split("+")
+
+
+def _parse_site(item, index: int, seen: set, source: str) -> _Site:
+    where = f"meta.sites[{index}]"
+    if not (isinstance(item, list) and len(item) == 4):
+        raise HeaderError(f"{source}: {where} must be an array [name, op, channels, roles], "
+                          f"got {_show(item)}")
+    name, op, channels, roles = item
+    if not _is_site_name(name):
+        raise HeaderError(f"{source}: {where}: name must be a string of 1..{MAX_SITE_NAME_BYTES} UTF-8 "
+                          f"bytes, got {_show(name)}")
+    if name in seen:
+        raise HeaderError(f"{source}: {where}: duplicate site name {name!r}")
+    seen.add(name)
+    where = f"{where} ({_show(name)})"
+    if not _is_site_op(op):
+        raise HeaderError(f"{source}: {where}: op must be one of {', '.join(SITE_OPS)}, got {_show(op)}")
+    if not _is_int(channels, 1, MAX_FILE_BYTES):
+        raise HeaderError(f"{source}: {where}: channels must be an integer in 1..{MAX_FILE_BYTES}, "
+                          f"got {_show(channels)}")
+    if not (isinstance(roles, str) and roles in ROLE_SETS):
+        raise HeaderError(f"{source}: {where}: roles must be one of {', '.join(map(repr, ROLE_SETS))} "
+                          f"(a kernel takes no scale), got {_show(roles)}")
+    return _Site(name, op, channels, roles)
+
+
+def _parse_sites(value, source: str) -> list[_Site]:
+    if not (isinstance(value, list) and 1 <= len(value) <= MAX_SITES):
+        got = f"{len(value)} entries" if isinstance(value, list) else _show(value)
+        raise HeaderError(f"{source}: meta.sites must be an array of 1..{MAX_SITES} entries, got {got}")
+    seen: set[str] = set()
+    return [_parse_site(item, index, seen, source) for index, item in enumerate(value)]
+
+
 def _parse_delta_meta(meta, source: str):
-    """Validate delta meta; returns (task, kinds, base_sha256, sites)."""
+    """Validate delta meta; returns (task, kinds, base_sha256, sites as a list of _Site)."""
     _check_keys(meta, _META_KEYS, "meta", source)
     task = task_from_json(meta["task"], source)
     kinds = tuple(_string_list(meta["kinds"], "meta.kinds", source))
     base = _string_map(meta["base_sha256"], "meta.base_sha256", _is_sha256_hex,
                        "64 lowercase hex digits", source)
-    sites = _string_map(meta["sites"], "meta.sites", _is_site_op, f"one of {', '.join(SITE_OPS)}", source)
-    return task, kinds, base, sites
+    return task, kinds, base, _parse_sites(meta["sites"], source)
 
 
 def _kernel_outputs(op: str, shape: tuple) -> int:
     return shape[2] * shape[3] if op == "depthwise" else shape[-1]
 
 
+def _kernel_rank(op: str) -> int:
+    return 2 if op == "dense" else 4
+
+
+# In memory a delta is per site ({site}/{role}); these rules hold for it on encode and,
+# through meta.sites (roles, channels) and the packed checks below, for every decoded file.
+
+
 def _check_site(site: str, op: str, shapes: dict, source: str) -> None:
     if not shapes:
-        raise HeaderError(f"{source}: site {site!r} is listed in meta.sites but has no tensors")
+        raise HeaderError(f"{source}: site {site!r} is listed in sites but has no tensors")
     if "scale" in shapes and "kernel" in shapes:
         raise HeaderError(f"{source}: site {site!r} has both a scale and a kernel; a kernel replaces "
                           f"the base kernel in full, so it takes no scale")
     lengths = {}
     for role, shape in shapes.items():
-        rank = 1 if role != "kernel" else (2 if op == "dense" else 4)
+        rank = 1 if role != "kernel" else _kernel_rank(op)
         if len(shape) != rank:
             raise ShapeMismatchError(f"{source}: tensor '{site}/{role}' of a {op} site must have rank "
                                      f"{rank}, got shape {list(shape)}")
@@ -777,23 +906,130 @@ def _check_site(site: str, op: str, shapes: dict, source: str) -> None:
 
 
 def _check_delta_tensors(sites: dict, specs: dict, source: str) -> None:
-    """specs: tensor name -> (dtype name, shape)."""
+    """The per-site rules of ``Delta.tensors``; specs: tensor name -> (dtype name, shape)."""
     by_site: dict[str, dict] = {site: {} for site in sites}
     for name, (dtype, shape) in specs.items():
         if not isinstance(name, str):
             raise HeaderError(f"{source}: tensor name must be a string, got {_show(name)}")
-        if dtype not in DELTA_DTYPES:
-            raise HeaderError(f"{source}: tensor {name!r}: delta tensors must be float32 or float16, "
-                              f"got {dtype}")
         site, _, role = name.rpartition("/")
         if role not in TENSOR_ROLES or not site:
             raise HeaderError(f"{source}: tensor {name!r}: name must be '{{site}}/{{role}}' with role "
                               f"one of {', '.join(TENSOR_ROLES)}")
         if site not in sites:
-            raise HeaderError(f"{source}: tensor {name!r}: site {site!r} is not in meta.sites")
+            raise HeaderError(f"{source}: tensor {name!r}: site {site!r} is not in sites")
         by_site[site][role] = tuple(shape)
     for site, op in sites.items():
         _check_site(site, op, by_site[site], source)
+
+
+# On disk the scale and bias vectors of all sites are packed into one tensor per role.
+
+
+def _stored_names(sites: list[_Site]) -> dict[str, list[_Site]]:
+    """The tensor names of a delta file, in file order, each with the sites it holds values for."""
+    names = {role: [site for site in sites if site.holds(role)] for role in PACKED_ROLES}
+    names = {name: holders for name, holders in names.items() if holders}
+    names.update({f"{site.name}/kernel": [site] for site in sites if site.holds("kernel")})
+    return names
+
+
+def _check_packed_length(name: str, length: int, holders: list[_Site], source: str) -> None:
+    declared = sum(site.channels for site in holders)
+    if length == declared:
+        return
+    problem = f"tensor {name!r} has {length} values, but meta.sites declares {declared}"
+    start = 0
+    for site in holders:
+        if start + site.channels > length:
+            raise ShapeMismatchError(f"{source}: {problem}: site {site.name!r} ({site.channels} channels) "
+                                     f"needs values {start}..{start + site.channels}")
+        start += site.channels
+    raise ShapeMismatchError(f"{source}: {problem}: the last site with a {name}, {holders[-1].name!r}, "
+                             f"ends at value {declared}")
+
+
+def _check_stored_kernel(name: str, site: _Site, shape: tuple, source: str) -> None:
+    rank = _kernel_rank(site.op)
+    if len(shape) != rank:
+        raise ShapeMismatchError(f"{source}: tensor {name!r} of a {site.op} site must have rank {rank}, "
+                                 f"got shape {list(shape)}")
+    outputs = _kernel_outputs(site.op, shape)
+    if outputs != site.channels:
+        raise ShapeMismatchError(f"{source}: tensor {name!r} has {outputs} output channels (shape "
+                                 f"{list(shape)}), but meta.sites declares {site.channels} for site "
+                                 f"{site.name!r}")
+
+
+def _check_stored_tensors(sites: list[_Site], specs: dict, source: str) -> None:
+    """Step 11's tensor rules; specs: stored tensor name -> (dtype name, shape), in file order."""
+    expected = _stored_names(sites)
+    for name, (dtype, shape) in specs.items():
+        if dtype not in DELTA_DTYPES:
+            raise HeaderError(f"{source}: tensor {_show(name)}: delta tensors must be float32 or float16, "
+                              f"got {dtype}")
+        if name not in expected:
+            raise HeaderError(f"{source}: tensor {_show(name)} does not belong in a delta: expected one of "
+                              f"{_show(list(expected))} ('scale', 'bias', then '{{site}}/kernel' per "
+                              f"meta.sites roles)")
+        if name in PACKED_ROLES:
+            if len(shape) != 1:
+                raise ShapeMismatchError(f"{source}: tensor {name!r} must have rank 1, "
+                                         f"got shape {list(shape)}")
+            _check_packed_length(name, shape[0], expected[name], source)
+        else:
+            _check_stored_kernel(name, expected[name][0], tuple(shape), source)
+    for name, holders in expected.items():
+        if name not in specs:
+            raise HeaderError(f"{source}: tensor {name!r} is missing: meta.sites gives site "
+                              f"{holders[0].name!r} the roles {holders[0].roles!r}")
+    for position, (got, want) in enumerate(zip(specs, expected)):
+        if got != want:
+            raise HeaderError(f"{source}: tensors[{position}] is {got!r}, expected {want!r}: a delta "
+                              f"stores 'scale', 'bias', then each kernel in meta.sites order")
+
+
+def _read_only_float32(array: np.ndarray) -> np.ndarray:
+    out = array if array.dtype == np.float32 else array.astype(np.float32)
+    out.flags.writeable = False
+    return out
+
+
+def _unpack(sites: list[_Site], stored: dict) -> dict[str, np.ndarray]:
+    """Per-site tensors: slices of the packed scale/bias (a cursor per role), kernels as stored."""
+    packed = {role: _read_only_float32(stored[role]) for role in PACKED_ROLES if role in stored}
+    cursor = dict.fromkeys(PACKED_ROLES, 0)
+    tensors = {}
+    for site in sites:
+        for role in (role for role in TENSOR_ROLES if site.holds(role)):
+            name = f"{site.name}/{role}"
+            if role == "kernel":
+                tensors[name] = _read_only_float32(stored[name])
+            else:
+                start, cursor[role] = cursor[role], cursor[role] + site.channels
+                tensors[name] = packed[role][start:cursor[role]]
+    return tensors
+
+
+def _site_entries(sites: dict, tensors: dict) -> list:
+    """meta.sites in its JSON form, from per-site tensors that passed ``_check_delta_tensors``."""
+    entries = []
+    for site, op in sites.items():
+        roles = [role for role in _ROLE_TEXT_ORDER if f"{site}/{role}" in tensors]
+        shape = tensors[f"{site}/{roles[0]}"].shape
+        channels = _kernel_outputs(op, shape) if roles[0] == "kernel" else shape[0]
+        entries.append([site, op, int(channels), "+".join(roles)])
+    return entries
+
+
+def _pack(sites: list[_Site], tensors: dict) -> dict[str, np.ndarray]:
+    packed = {}
+    for role in PACKED_ROLES:
+        parts = [tensors[f"{site.name}/{role}"] for site in sites if site.holds(role)]
+        if parts:
+            packed[role] = np.concatenate(parts)
+    packed.update({f"{site.name}/kernel": tensors[f"{site.name}/kernel"]
+                   for site in sites if site.holds("kernel")})
+    return packed
 
 
 def _plain(value):
@@ -819,12 +1055,6 @@ def task_to_json(task: TaskInfo, source: str = "<task>") -> dict:
     return _task_json(task_from_json(_task_json(task), source))
 
 
-def _meta_dict(task: TaskInfo, kinds, base, sites) -> dict:
-    """The JSON form of delta meta."""
-    return {"task": _task_json(task), "kinds": _plain(kinds), "base_sha256": _plain(base),
-            "sites": _plain(sites)}
-
-
 def _cast_for_file(name: str, array, dtype: str, source: str) -> np.ndarray:
     if not isinstance(array, np.ndarray) or array.dtype.kind != "f":
         kind = array.dtype if isinstance(array, np.ndarray) else type(array).__name__
@@ -840,8 +1070,16 @@ def _cast_for_file(name: str, array, dtype: str, source: str) -> np.ndarray:
     return stored
 
 
+def _specs(arrays: Mapping) -> dict:
+    return {name: (array.dtype.name, array.shape) for name, array in arrays.items()}
+
+
 def encode_delta(delta: Delta, dtype: str = "float32", source: str = "<bytes>") -> bytes:
-    """Validate a delta and encode it as a ``"delta"`` file with tensors in ``dtype``.
+    """Validate a delta, pack it and encode it as a ``"delta"`` file with tensors in ``dtype``.
+
+    Checks, in order: task, kinds, base_sha256, sites; each tensor (a float
+    array, finite, fits ``dtype``); the per-site rules; then meta.sites and
+    the packed tensors by the reader's own rules.
 
     Raises UsageError, HeaderError, ShapeMismatchError, NonFiniteError (NaN/Inf,
     or a value that overflows ``dtype``).
@@ -851,24 +1089,27 @@ def encode_delta(delta: Delta, dtype: str = "float32", source: str = "<bytes>") 
     if not (isinstance(delta, Delta) and isinstance(delta.task, TaskInfo)
             and isinstance(delta.task.preprocessing, Preprocessing) and isinstance(delta.tensors, Mapping)):
         raise UsageError(f"{source}: expected a Delta with a TaskInfo, Preprocessing and a tensors dict")
-    raw_meta = _meta_dict(delta.task, delta.kinds, delta.base_sha256, delta.sites)
-    task, kinds, base, sites = _parse_delta_meta(raw_meta, source)
+    task = _task_json(task_from_json(_task_json(delta.task), source))
+    kinds = _string_list(_plain(delta.kinds), "meta.kinds", source)
+    base = _string_map(_plain(delta.base_sha256), "meta.base_sha256", _is_sha256_hex,
+                       "64 lowercase hex digits", source)
+    sites = _string_map(_plain(delta.sites), "sites", _is_site_op, f"one of {', '.join(SITE_OPS)}", source)
     tensors = {name: _cast_for_file(name, array, dtype, source) for name, array in delta.tensors.items()}
-    _check_delta_tensors(sites, {n: (a.dtype.name, a.shape) for n, a in tensors.items()}, source)
-    return encode_tensor_file("delta", tensors, _meta_dict(task, kinds, base, sites), source)
+    _check_delta_tensors(sites, _specs(tensors), source)
+    meta = {"task": task, "kinds": kinds, "base_sha256": base, "sites": _site_entries(sites, tensors)}
+    parsed_sites = _parse_delta_meta(meta, source)[3]
+    packed = _pack(parsed_sites, tensors)
+    _check_stored_tensors(parsed_sites, _specs(packed), source)
+    return encode_tensor_file("delta", packed, meta, source)
 
 
 def decode_delta(data: bytes, source: str = "<bytes>") -> Delta:
-    """Verify and decode a delta held in memory; tensors come back as read-only float32."""
+    """Verify and decode a delta held in memory; per-site tensors come back as read-only float32."""
     decoded = decode_tensor_file(data, "delta", source)
     task, kinds, base, sites = _parse_delta_meta(decoded.meta, source)
-    arrays = decoded.tensors
-    _check_delta_tensors(sites, {n: (a.dtype.name, a.shape) for n, a in arrays.items()}, source)
-    tensors = {}
-    for name, array in arrays.items():
-        tensors[name] = array if array.dtype == np.float32 else array.astype(np.float32)
-        tensors[name].flags.writeable = False
-    return Delta(task=task, kinds=kinds, base_sha256=base, sites=sites, tensors=tensors)
+    _check_stored_tensors(sites, _specs(decoded.tensors), source)
+    return Delta(task=task, kinds=kinds, base_sha256=base, sites={site.name: site.op for site in sites},
+                 tensors=_unpack(sites, decoded.tensors))
 
 
 def write_delta(path, delta: Delta, dtype: str = "float32") -> int:

@@ -59,3 +59,23 @@ class FoldError(EdgepatchError):
 
 class DataError(EdgepatchError):
     """A dataset directory is missing, empty or inconsistent."""
+
+
+class KeyFileError(EdgepatchError):
+    """A signing key file is malformed or holds a key that is not Ed25519."""
+
+
+class SignatureError(EdgepatchError):
+    """A manifest signature is missing, malformed, invalid or made by an untrusted key."""
+
+
+class BundleError(EdgepatchError):
+    """A bundle directory or its manifest is malformed, or lists a file that is missing."""
+
+
+class IntegrityError(BundleError):
+    """A bundle file's size or sha256 differs from what its manifest lists."""
+
+
+class FetchError(EdgepatchError):
+    """A download failed: connection error, HTTP status, or a response of the wrong size."""

@@ -108,12 +108,25 @@ def with_new_head(model, num_classes: int, seed: int = 0):
     """``model`` with its head replaced by a fresh Dense of ``num_classes`` (shares the other layers)."""
     import keras
 
-    from edgepatch.sites import head_layer
+    from edgepatch.sites import head_input, head_layer
 
-    head = head_layer(model)
     keras.utils.set_random_seed(seed)
-    logits = keras.layers.Dense(num_classes, name=head.name)(head.input)
+    logits = keras.layers.Dense(num_classes, name=head_layer(model).name)(head_input(model))
     return keras.Model(model.inputs, logits, name=model.name)
+
+
+def clone_with_input(model, size: int | None = None, clone_function=None):
+    """Rebuild ``model``'s graph on a new square input (``None``: any height and width).
+
+    ``clone_function`` maps each layer to its clone (default: a fresh copy);
+    returning the layer itself shares it. Weights of fresh copies are not copied.
+    """
+    import keras
+
+    inputs = keras.Input((size, size, model.inputs[0].shape[-1]))
+    # A model loaded from .keras keeps its input as a one-element list; match its structure.
+    structured = [inputs] if isinstance(model.input, list) else inputs
+    return keras.models.clone_model(model, input_tensors=structured, clone_function=clone_function)
 
 
 def load_checkpoint(path: str):

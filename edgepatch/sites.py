@@ -37,24 +37,31 @@ def _producer(tensor):
     return tensor._keras_history.operation
 
 
-def _inputs_of(layer) -> list:
-    """Keras tensors a layer is called on (functional models call each layer once)."""
-    if len(layer._inbound_nodes) != 1:
+def _model_nodes(model) -> list:
+    """The call events (nodes) of ``model``'s own graph.
+
+    A layer shared with other models (multi-task training shares the backbone)
+    has nodes in each; only this model's count.
+    """
+    nodes = [node for depth in model._nodes_by_depth.values() for node in depth]
+    calls: dict[str, int] = {}
+    for node in nodes:
+        calls[node.operation.name] = calls.get(node.operation.name, 0) + 1
+    repeated = sorted(name for name, count in calls.items() if count > 1)
+    if repeated:
         raise ModelStructureError(
-            f"layer `{layer.name}` is called {len(layer._inbound_nodes)} times; "
+            f"layers {repeated[:3]} are called more than once in model `{model.name}`; "
             "edgepatch needs a functional model where each layer is called once"
         )
-    return list(layer._inbound_nodes[0].input_tensors)
+    return nodes
 
 
 def consumers_by_layer(model) -> dict[str, list]:
-    """Map each layer name to the layers that consume its output."""
+    """Map each layer name to the layers that consume its output in ``model``."""
     consumers: dict[str, list] = {layer.name: [] for layer in model.layers}
-    for layer in model.layers:
-        if isinstance(layer, _keras().layers.InputLayer):
-            continue
-        for tensor in _inputs_of(layer):
-            consumers[_producer(tensor).name].append(layer)
+    for node in _model_nodes(model):
+        for tensor in node.input_tensors:
+            consumers.setdefault(_producer(tensor).name, []).append(node.operation)
     return consumers
 
 
@@ -113,6 +120,13 @@ def head_layer(model):
             f"head `{head.name}` must output logits (activation=None). Received activation='{activation}'"
         )
     return head
+
+
+def head_input(model):
+    """The tensor feeding the head in ``model``'s own graph (the head may be shared with other models)."""
+    head = head_layer(model)
+    node = next(n for n in _model_nodes(model) if n.operation is head)
+    return node.input_tensors[0]
 
 
 def find_sites(model) -> list[Site]:

@@ -45,6 +45,7 @@ class TrainConfig:
     bn_momentum: float = 0.9
     reestimate_batches: int = 100
     seed: int = 0
+    backup_dir: str | None = None  # per-epoch backup; a killed run restarted with it resumes
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -146,7 +147,7 @@ def _freeze_outside(model, trained: tuple[str, ...]) -> int:
     return sum(get_kind(name).parameter_count(model) for name in trained)
 
 
-def _accuracy(model, dataset) -> float:
+def accuracy(model, dataset) -> float:
     correct = total = 0
     for images, labels in dataset:
         predicted = np.argmax(model(images, training=False), axis=-1)
@@ -187,12 +188,13 @@ def train(model, split: ImageFolderSplit, task: TaskInfo, config: TrainConfig, v
     else:
         context = _bn_momentum(bn_layers, config.bn_momentum)
     keras.utils.set_random_seed(config.seed)
+    callbacks = [keras.callbacks.BackupAndRestore(config.backup_dir)] if config.backup_dir else []
     with context, contextlib.redirect_stdout(sys.stderr):
-        model.fit(train_data, epochs=config.epochs, verbose=1 if verbose else 0)
+        model.fit(train_data, epochs=config.epochs, verbose=1 if verbose else 0, callbacks=callbacks)
     if trains_bn and config.bn_stats == "reestimate":
         reestimate_bn_statistics(model, train_data, config.reestimate_batches)
-    train_accuracy = _accuracy(model, make_dataset(split.train, task.resolution, task.preprocessing, 64, False))
-    test_accuracy = _accuracy(model, test_data)
+    train_accuracy = accuracy(model, make_dataset(split.train, task.resolution, task.preprocessing, 64, False))
+    test_accuracy = accuracy(model, test_data)
     patch = None
     if not full:
         private = tuple(dict.fromkeys((*config.trained, HEAD_KIND)))

@@ -10,10 +10,16 @@ Walk-through::
     cars = base.apply(read_delta("out/cars.delta"))  # switch task: same base
 
 Lifetime: the base keeps one immutable copy of the file's bytes. ``apply``
-copies them, writes the task's tensors into the copy (weights must be
-patched before the interpreter exists: ``set_tensor`` on a constant weight
-is ignored under XNNPACK), and hands the copy to a new interpreter, which
-keeps it alive for as long as the runner lives.
+writes the task's tensors into a copy (weights must be patched before the
+interpreter exists: ``set_tensor`` on a constant weight is ignored under
+XNNPACK) and hands the copy to a new interpreter, which reads it for as long
+as the runner lives. Copies are reused once their runner is gone
+(``patching.BytesPatcher``): keep at most the runners you use, and a swap
+writes only the site tensors into warm memory.
+
+``apply`` returns a runner that is ready to run: the interpreter is
+allocated for the task's resolution, so XNNPACK has packed the weights and
+``swap_seconds`` is the whole cost of the swap.
 """
 
 from __future__ import annotations
@@ -25,7 +31,9 @@ import numpy as np
 
 from edgepatch.delta import Delta
 from edgepatch.errors import BaseModelError, MissingFileError
-from edgepatch.runtime.patching import SiteSlots, Slot, check_fingerprint, patch_buffer, require, sha256_hex
+from edgepatch.runtime.patching import (
+    BytesPatcher, SiteSlots, Slot, check_fingerprint, patch_buffer, require, sha256_hex,
+)
 from edgepatch.runtime.runner import TaskRunner
 from edgepatch.runtime.tflite_file import TFLiteModel, parse_tflite
 
@@ -113,11 +121,15 @@ class TFLiteRunner(TaskRunner):
         self._output = self._interpreter.get_output_details()[0]["index"]
         self._shape: tuple[int, ...] | None = None
 
-    def _run(self, images: np.ndarray) -> np.ndarray:
-        if self._shape != images.shape:
-            self._interpreter.resize_tensor_input(self._input, list(images.shape))
+    def prepare(self, shape: tuple[int, ...]) -> None:
+        """Allocate for inputs of ``shape`` (NHWC) now, so that the next run does not."""
+        if self._shape != tuple(shape):
+            self._interpreter.resize_tensor_input(self._input, list(shape))
             self._interpreter.allocate_tensors()
-            self._shape = images.shape
+            self._shape = tuple(shape)
+
+    def _run(self, images: np.ndarray) -> np.ndarray:
+        self.prepare(images.shape)
         self._interpreter.set_tensor(self._input, images)
         self._interpreter.invoke()
         return self._interpreter.get_tensor(self._output).copy()
@@ -142,6 +154,7 @@ class TFLiteBase:
         self.num_threads = num_threads
         self.sha256 = sha256_hex(self.bytes)
         self.sites = tflite_sites(parse_tflite(self.bytes, source), source)
+        self._patcher = BytesPatcher(self.bytes, self.sites, self.format, source)
 
     @classmethod
     def from_file(cls, path: str, num_threads: int = 1) -> "TFLiteBase":
@@ -157,15 +170,31 @@ class TFLiteBase:
         patch_buffer(buffer, self.bytes, self.sites, delta, self.format, self.source)
         return buffer
 
-    def apply(self, delta: Delta | None) -> TFLiteRunner:
-        """A runner for ``delta``'s task, or for the base task itself when ``delta`` is None.
+    def apply(self, delta: Delta | None, resolution: int | None = None) -> TFLiteRunner:
+        """A ready runner for ``delta``'s task, or for the base task itself when ``delta`` is None.
 
+        Args:
+            delta: the task's delta (its fingerprint must name this base).
+            resolution: square input size to allocate for now (default: the
+                task's; the base's dynamic input is allocated at first run).
         Raises:
             WrongBaseError: the delta was made for another base.
             ShapeMismatchError: a delta tensor does not fit its site.
         """
         start = time.perf_counter()
-        model = bytes(self.patched_bytes(delta)) if delta is not None else self.bytes
-        runner = TFLiteRunner(model, delta.task if delta else None, 0.0, self.num_threads)
+        if delta is None:
+            runner = TFLiteRunner(self.bytes, None, 0.0, self.num_threads)
+        else:
+            check_fingerprint(delta, self.format, self.sha256, self.source)
+            model, buffer = self._patcher.patch(delta)
+            try:
+                runner = TFLiteRunner(model, delta.task, 0.0, self.num_threads)
+            except BaseException:
+                self._patcher.pool.give_back(buffer)
+                raise
+            self._patcher.pool.lend(buffer, runner)
+        size = resolution or (delta.task.resolution if delta is not None else None)
+        if size:
+            runner.prepare((1, size, size, 3))
         runner.swap_seconds = time.perf_counter() - start
         return runner
