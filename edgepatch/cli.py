@@ -76,11 +76,14 @@ def main():
 @click.option("--bn-momentum", default=0.9, show_default=True, type=float, help="For --bn-stats momentum.")
 @click.option("--holdout", default=0.2, show_default=True, type=float, help="Test fraction when DIR has no test/.")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--out", "out_dir", required=True, help="Writes OUT/base.keras and OUT/<task>.patch.")
+@click.option("--strategy", default="none", show_default=True,
+              help="tf.distribute strategy: none | mirrored | multi_worker (see `multitask --help`).")
+@click.option("--out", "out_dir", required=True, help="Writes OUT/base.keras and OUT/<task>.patch; "
+              "a killed run restarted with the same OUT resumes from its last epoch.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @expected_errors
 def train(backbone, alpha, resolution, weights, data_dir, task_name, patch_spec, epochs, lr, batch_size,
-          bn_stats, bn_momentum, holdout, seed, out_dir, as_json):
+          bn_stats, bn_momentum, holdout, seed, strategy, out_dir, as_json):
     """Train a task patch by transfer: everything outside the patch is frozen.
 
     \b
@@ -92,7 +95,7 @@ def train(backbone, alpha, resolution, weights, data_dir, task_name, patch_spec,
     result = train_command(
         backbone=backbone, alpha=alpha, resolution=resolution, weights=weights, data_dir=data_dir,
         task_name=task_name, patch_spec=patch_spec, epochs=epochs, lr=lr, batch_size=batch_size,
-        bn_stats=bn_stats, bn_momentum=bn_momentum, holdout=holdout, seed=seed, out_dir=out_dir,
+        bn_stats=bn_stats, bn_momentum=bn_momentum, holdout=holdout, seed=seed, out_dir=out_dir, strategy=strategy,
     )
     written = ("model", "base_checkpoint", "patch")
     emit(result, as_json, lambda r: click.echo(
@@ -118,6 +121,9 @@ _shared_training_options = [
     click.option("--lr", default=None, type=float, help="Learning rate (default 1e-3)."),
     click.option("--batch-size", default=32, show_default=True, type=int),
     click.option("--seed", default=0, show_default=True, type=int),
+    click.option("--strategy", default="none", show_default=True,
+                 help="tf.distribute strategy: none | mirrored (all GPUs, or 2 CPU replicas) | "
+                      "multi_worker (cluster from TF_CONFIG)."),
     click.option("--out", "out_dir", required=True, help="Writes OUT/base.keras and OUT/<task>.patch per task."),
     click.option("--json", "as_json", is_flag=True),
 ]
@@ -144,7 +150,7 @@ def _render_multitask(result: dict) -> None:
 @_training_options
 @expected_errors
 def multitask(task_values, resolution, private_spec, backbone, alpha, weights, epochs, lr, batch_size, seed,
-              out_dir, as_json):
+              strategy, out_dir, as_json):
     """Train several tasks at once: shared weights, one private patch per task (paper 5.3).
 
     \b
@@ -156,7 +162,7 @@ def multitask(task_values, resolution, private_spec, backbone, alpha, weights, e
     tasks = [_task_option(value, resolution) for value in task_values]
     result = multitask_command(backbone=backbone, alpha=alpha, weights=weights, tasks=tasks,
                                private_spec=private_spec, epochs=epochs, lr=lr, batch_size=batch_size,
-                               seed=seed, out_dir=out_dir)
+                               seed=seed, out_dir=out_dir, strategy=strategy)
     emit(result, as_json, _render_multitask)
 
 
@@ -169,7 +175,7 @@ def multitask(task_values, resolution, private_spec, backbone, alpha, weights, e
 @_training_options
 @expected_errors
 def multires(data_dir, resolutions, private_spec, backbone, alpha, weights, epochs, lr, batch_size, seed,
-             out_dir, as_json):
+             strategy, out_dir, as_json):
     """Train one model for several input resolutions, a private S/B patch each (paper 5.4).
 
     \b
@@ -186,7 +192,7 @@ def multires(data_dir, resolutions, private_spec, backbone, alpha, weights, epoc
     tasks = [(f"{name}_{size}", data_dir, size) for size in sizes]
     result = multitask_command(backbone=backbone, alpha=alpha, weights=weights, tasks=tasks,
                                private_spec=private_spec, epochs=epochs, lr=lr, batch_size=batch_size,
-                               seed=seed, out_dir=out_dir)
+                               seed=seed, out_dir=out_dir, strategy=strategy)
     emit(result, as_json, _render_multitask)
 
 

@@ -133,44 +133,62 @@ def _checkpointing(models, optimizers, directory: str | None):
     return epoch_done, manager
 
 
-def _train_step(model, optimizer):
+def _train_step(model, optimizer, strategy):
+    """One synchronous step of one task, run on every replica of ``strategy``."""
     import keras
     import tensorflow as tf
 
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
 
-    @tf.function
-    def step(images, labels):
+    def replica_step(images, labels):
         with tf.GradientTape() as tape:
-            loss = loss_fn(labels, model(images, training=True))
+            loss = tf.nn.compute_average_loss(loss_fn(labels, model(images, training=True)))
         gradients = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         return loss
 
+    @tf.function
+    def step(images, labels):
+        losses = strategy.run(replica_step, args=(images, labels))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+
     return step
 
 
-def train_multitask(base, runs: list[TaskRun], config: MultiTaskConfig, verbose: int = 1) -> list[TaskRun]:
-    """Train all tasks together (interleaved batches); fill each run's model, accuracies and patch."""
+def train_multitask(base, runs: list[TaskRun], config: MultiTaskConfig, strategy=None,
+                    verbose: int = 1) -> list[TaskRun]:
+    """Train all tasks together (interleaved batches); fill each run's model, accuracies and patch.
+
+    Args:
+        base: the starting Keras classifier; built inside ``strategy.scope()``
+            when a strategy is given, since its layers become the shared ones.
+        runs: one TaskRun per task (info + split); task 0 keeps the base's layers.
+        config: private kinds, epochs and the per-task learning-rate schedule.
+        strategy: a tf.distribute strategy (``edgepatch.distribute``); None: default.
+    """
     import keras
+    import tensorflow as tf
+
+    strategy = strategy or tf.distribute.get_strategy()
+    steps = [max(1, -(-len(r.split.train) // config.batch_size)) for r in runs]  # per task epoch
 
     from edgepatch.patches import parse_kinds
     from edgepatch.train import accuracy, reestimate_bn_statistics
 
     keras.utils.set_random_seed(config.seed)
-    models = build_task_models(base, [r.info for r in runs], config.private, config.seed)
-    for model in models:
-        for layer in model.layers:
-            layer.trainable = True
+    with strategy.scope():
+        models = build_task_models(base, [r.info for r in runs], config.private, config.seed)
+        for model in models:
+            for layer in model.layers:
+                layer.trainable = True
+        optimizers = [_optimizer(config, s) for s in steps]
+        for model, optimizer in zip(models, optimizers):
+            optimizer.build(model.trainable_variables)  # slots exist before a checkpoint restores them
     datasets = [make_dataset(r.split.train, r.info.resolution, r.info.preprocessing, config.batch_size, True,
                              config.seed + i) for i, r in enumerate(runs)]
-    steps = [max(1, -(-len(r.split.train) // config.batch_size)) for r in runs]
     steps_per_round = max(steps)
-    iterators = [iter(d.repeat()) for d in datasets]
-    optimizers = [_optimizer(config, s) for s in steps]
-    for model, optimizer in zip(models, optimizers):
-        optimizer.build(model.trainable_variables)  # slots exist before a checkpoint restores them
-    train_steps = [_train_step(m, o) for m, o in zip(models, optimizers)]
+    iterators = [iter(strategy.experimental_distribute_dataset(d.repeat())) for d in datasets]
+    train_steps = [_train_step(m, o, strategy) for m, o in zip(models, optimizers)]
     epoch_done, manager = _checkpointing(models, optimizers, config.checkpoint_dir)
     for epoch in range(int(epoch_done.numpy()), config.epochs):
         losses = np.zeros(len(runs))

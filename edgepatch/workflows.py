@@ -17,10 +17,11 @@ def _quiet_tensorflow() -> None:
 
 
 def train_command(*, backbone, alpha, resolution, weights, data_dir, task_name, patch_spec, epochs, lr,
-                  batch_size, bn_stats, bn_momentum, holdout, seed, out_dir) -> dict:
+                  batch_size, bn_stats, bn_momentum, holdout, seed, out_dir, strategy="none") -> dict:
     """Transfer-train one task; write OUT/base.keras and OUT/<task>.patch."""
     from edgepatch.data import scan_image_folders
     from edgepatch.delta import TaskInfo
+    from edgepatch.distribute import make_strategy
     from edgepatch.models import BACKBONES, with_new_head
     from edgepatch.patches import parse_kinds
     from edgepatch.patchfile import write_patch
@@ -32,20 +33,24 @@ def train_command(*, backbone, alpha, resolution, weights, data_dir, task_name, 
                          backup_dir=os.path.join(out_dir, ".train-backup"))
     split = scan_image_folders(data_dir, holdout, seed)
     name = task_name or os.path.basename(os.path.normpath(data_dir))
-    base = _starting_model(backbone, alpha, resolution, weights, len(split.classes), seed)
+    _quiet_tensorflow()
+    distribution = make_strategy(strategy)  # before any other TensorFlow work
+    with distribution.scope():
+        base = _starting_model(backbone, alpha, resolution, weights, len(split.classes), seed)
     task = TaskInfo(name, split.classes, resolution, BACKBONES[backbone].preprocessing)
     os.makedirs(out_dir, exist_ok=True)
-    if trained == ("full",):
+    full = trained == ("full",)
+    if not full:
+        base_path = os.path.join(out_dir, "base.keras")
+        _save_model_atomic(base, base_path)  # the shared weights, before training touches any layer
+    with distribution.scope():
         model = with_new_head(base, len(split.classes), seed) if weights.endswith(".keras") else base
         result = train(model, split, task, config)
+    if full:
         model_path = os.path.join(out_dir, "model.keras")
         _save_model_atomic(model, model_path)
         outputs = {"model": model_path, "config": {"epochs": epochs, "learning_rate": config.lr, "seed": seed}}
     else:
-        base_path = os.path.join(out_dir, "base.keras")
-        _save_model_atomic(base, base_path)  # the shared weights, before training touches any layer
-        model = with_new_head(base, len(split.classes), seed) if weights.endswith(".keras") else base
-        result = train(model, split, task, config)
         patch_path = os.path.join(out_dir, f"{name}.patch")
         write_patch(patch_path, result.patch)
         outputs = {"base_checkpoint": base_path, "patch": patch_path, "config": result.patch.training}
@@ -78,7 +83,7 @@ def _starting_model(backbone, alpha, resolution, weights, num_classes, seed):
 
 
 def multitask_command(*, backbone, alpha, weights, tasks, private_spec, epochs, lr, batch_size, seed,
-                      out_dir) -> dict:
+                      out_dir, strategy="none") -> dict:
     """Train several tasks at once (shared weights + a private patch each).
 
     ``tasks`` is a list of (name, data_dir, resolution); the same data_dir at
@@ -86,6 +91,7 @@ def multitask_command(*, backbone, alpha, weights, tasks, private_spec, epochs, 
     """
     from edgepatch.data import scan_image_folders
     from edgepatch.delta import TaskInfo
+    from edgepatch.distribute import make_strategy
     from edgepatch.models import BACKBONES
     from edgepatch.multitask import MultiTaskConfig, TaskRun, train_multitask
     from edgepatch.patches import parse_kinds
@@ -103,9 +109,12 @@ def multitask_command(*, backbone, alpha, weights, tasks, private_spec, epochs, 
     for name, data_dir, resolution in tasks:
         split = scan_image_folders(data_dir, seed=seed)
         runs.append(TaskRun(TaskInfo(name, split.classes, resolution, BACKBONES[backbone].preprocessing), split))
-    base = _starting_model(backbone, alpha, tasks[0][2], weights, len(runs[0].split.classes), seed)
+    _quiet_tensorflow()
+    distribution = make_strategy(strategy)  # before any other TensorFlow work
+    with distribution.scope():  # the base's layers become the shared, distributed variables
+        base = _starting_model(backbone, alpha, tasks[0][2], weights, len(runs[0].split.classes), seed)
     os.makedirs(out_dir, exist_ok=True)
-    train_multitask(base, runs, config)
+    train_multitask(base, runs, config, distribution)
     base_path = os.path.join(out_dir, "base.keras")
     _save_model_atomic(runs[0].model, base_path)  # task 0 holds the base's own layers
     report = []
@@ -116,7 +125,8 @@ def multitask_command(*, backbone, alpha, weights, tasks, private_spec, epochs, 
         report.append({"task": run.info.name, "resolution": run.info.resolution, "classes": list(run.info.classes),
                        "train_accuracy": run.train_accuracy, "test_accuracy": run.test_accuracy,
                        "patch": patch_path})
-    return {"base_checkpoint": base_path, "private": list(config.private), "tasks": report}
+    return {"base_checkpoint": base_path, "private": list(config.private), "strategy": strategy,
+            "replicas": distribution.num_replicas_in_sync, "tasks": report}
 
 
 def _save_model_atomic(model, path: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -104,3 +105,32 @@ def test_full_finetune_converts_to_a_base_without_deltas(tmp_path, datasets, bas
     assert "patch" not in result and os.path.isfile(result["model"])
     converted = convert(result["model"], [], str(tmp_path / "ship"))
     assert converted.deltas == {} and set(converted.base_files) == {"tflite", "onnx"}
+
+
+def test_killed_transfer_training_resumes(tmp_path, datasets, base_checkpoint):
+    """SIGKILL `edgepatch train` after its first epoch's backup; the rerun resumes at epoch 2."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "edgepatch.cli", "train", "--weights", base_checkpoint, "--resolution", "32",
+               "--data", datasets["colors"], "--patch", "scale_bias,logits", "--epochs", "3", "--batch-size", "4",
+               "--out", str(out), "--json"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    first = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    backup = out / ".train-backup"
+    deadline = time.time() + 240
+    while time.time() < deadline and first.poll() is None and not any(backup.rglob("*")):
+        time.sleep(0.2)
+    assert first.poll() is None, "training finished before it could be killed"
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert not (out / "colors.patch").exists()
+    second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "Epoch 2/3" in second.stderr and "Epoch 1/3" not in second.stderr
+    assert json.loads(second.stdout)["test_accuracy"] >= 0.0 and (out / "colors.patch").exists()
