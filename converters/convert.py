@@ -23,7 +23,7 @@ from converters.fold import fold_batchnorm
 from converters.folded_model import build_folded_model
 from edgepatch.delta import read_delta, write_delta
 from edgepatch.errors import FoldError, UsageError
-from edgepatch.models import clone_with_input, load_checkpoint, with_new_head
+from edgepatch.models import BACKBONES, clone_with_input, load_checkpoint, with_new_head
 from edgepatch.patchfile import TaskPatch, apply_patch, read_patch
 from edgepatch.runtime.layouts import FORMATS
 from edgepatch.runtime.patching import sha256_hex
@@ -44,6 +44,7 @@ class ConvertResult:
     base_sha256: dict[str, str]
     head_width: int
     deltas: dict[str, str] = field(default_factory=dict)  # task -> path
+    int8: dict = field(default_factory=dict)  # base_bytes, deltas: task -> {bytes, max_abs_vs_task_int8}
     delta_bytes: dict[str, int] = field(default_factory=dict)
     parity: dict[str, dict[str, float]] = field(default_factory=dict)  # task -> fmt -> max-abs
 
@@ -104,14 +105,23 @@ def convert(
     formats: tuple[str, ...] = FORMATS,
     dtype: str = "float32",
     head_width: int | None = None,
+    quantize: str | None = None,
+    calibration_dir: str | None = None,
 ) -> ConvertResult:
-    """Emit ``base.<fmt>`` for each format and ``<task>.delta`` per patch into ``out_dir``."""
+    """Emit ``base.<fmt>`` for each format and ``<task>.delta`` per patch into ``out_dir``.
+
+    With ``quantize="int8"`` also ``base_int8.tflite`` and ``<task>.int8.delta``, each
+    calibrated on ``calibration_dir/<task>/`` (``calibration_dir/base/`` for the base).
+    """
     from converters.export_onnx import export_onnx_base
     from converters.export_tflite import export_tflite_base
     from edgepatch.runtime import OnnxBase, TFLiteBase
 
     patches = [read_patch(path) for path in patch_paths]  # none: the base alone (e.g. a full fine-tune)
     _check_options(formats, dtype, patches)
+    if quantize not in (None, "int8") or (quantize and not calibration_dir):
+        raise UsageError(f"quantize must be 'int8' with a calibration directory. Received quantize={quantize!r}, "
+                         f"calibration={calibration_dir!r}")
     base = load_checkpoint(model_path)
     sites = find_sites(base)
     base_folded = fold_batchnorm(base)
@@ -135,6 +145,7 @@ def convert(
             result.base_bytes[fmt] = len(data)
             result.base_sha256[fmt] = sha256_hex(data)
             bases[fmt] = exporters[fmt][1](data, f"base.{fmt}")
+        int8_tasks = []
         for path, patch in zip(patch_paths, patches):
             model = task_model(base, patch, path)
             delta = make_delta(sites, base_folded, fold_batchnorm(model), patch.task, patch.kinds, result.base_sha256)
@@ -151,6 +162,16 @@ def convert(
                         f"task '{patch.task.name}': {fmt} base + delta differs from the Keras task model "
                         f"by {error:.2e} max-abs logits, above {PARITY_TOLERANCE[dtype] * scale:.1e}"
                     )
+            if quantize:
+                int8_tasks.append((patch.task, build_folded_model(model, fold_batchnorm(model), width)))
+        if quantize:
+            from converters.quantize import emit_int8
+
+            resolution = int(base.inputs[0].shape[1])
+            # A task records its preprocessing; a base converted alone uses the backbone default.
+            preprocessing = patches[0].task.preprocessing if patches else BACKBONES["mobilenet_v2"].preprocessing
+            result.int8 = emit_int8(stage, build_folded_model(base, base_folded, width), int8_tasks,
+                                    calibration_dir, resolution, preprocessing)
         _swap_into_place(stage, out_dir)
         return result
     except BaseException:

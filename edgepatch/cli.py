@@ -7,37 +7,12 @@ is imported only inside the commands that train or convert.
 
 from __future__ import annotations
 
-import functools
-import json
 import os
-import sys
 
 import click
 
-from edgepatch.errors import EdgepatchError
-
-EXIT_EXPECTED_ERROR = 2
-
-
-def expected_errors(command):
-    """Turn an EdgepatchError into one line on stderr and exit status 2."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except EdgepatchError as error:
-            click.echo(f"error: {error}", err=True)
-            sys.exit(EXIT_EXPECTED_ERROR)
-
-    return wrapper
-
-
-def emit(result: dict, as_json: bool, render) -> None:
-    if as_json:
-        click.echo(json.dumps(result, indent=2, sort_keys=True))
-    else:
-        render(result)
+from edgepatch.cli_common import emit, expected_errors
+from edgepatch.cli_ship import keygen, pack, serve, verify
 
 
 def _csv(value: str) -> list[str]:
@@ -204,9 +179,13 @@ def multires(data_dir, resolutions, private_spec, backbone, alpha, weights, epoc
 @click.option("--formats", default="tflite,onnx", show_default=True, help="Base formats to emit.")
 @click.option("--dtype", default="float32", show_default=True, help="Delta tensor dtype: float32 | float16.")
 @click.option("--head-width", default=None, type=int, help="Base head outputs (default: the widest task).")
+@click.option("--quantize", type=click.Choice(["int8"]), default=None,
+              help="Also emit an int8 base (base_int8.tflite) and <task>.int8.delta files.")
+@click.option("--calibration", "calibration_dir", default=None,
+              help="For --quantize: DIR/base/ and DIR/<task>/ hold each one's calibration images.")
 @click.option("--json", "as_json", is_flag=True)
 @expected_errors
-def convert(model_path, patch_list, out_dir, formats, dtype, head_width, as_json):
+def convert(model_path, patch_list, out_dir, formats, dtype, head_width, quantize, calibration_dir, as_json):
     """Fold BN and emit ONE shared base (.tflite/.onnx) plus one delta per task.
 
     \b
@@ -215,7 +194,8 @@ def convert(model_path, patch_list, out_dir, formats, dtype, head_width, as_json
     """
     from edgepatch.workflows import convert_command
 
-    result = convert_command(model_path, _csv(patch_list), out_dir, tuple(_csv(formats)), dtype, head_width)
+    result = convert_command(model_path, _csv(patch_list), out_dir, tuple(_csv(formats)), dtype, head_width,
+                             quantize, calibration_dir)
     emit(result, as_json, lambda r: click.echo("\n".join(
         [f"base.{fmt}: {n:,} bytes" for fmt, n in r["base_bytes"].items()]
         + [f"{t['name']}.delta: {t['delta_bytes']:,} bytes, parity max-abs "
@@ -254,10 +234,10 @@ def run(base_path, delta_path, top_k, threads, as_json, images):
     Example:
       edgepatch run --base ship/base.tflite --delta ship/flowers.delta daisy.jpg
     """
-    from edgepatch.runtime import load_base, read_delta
+    from edgepatch.runtime import load_base, read_task_delta
     from edgepatch.runtime.images import load_images
 
-    delta = read_delta(delta_path)
+    delta = read_task_delta(delta_path)
     runner = load_base(base_path, threads).apply(delta)
     batch = load_images(list(images), delta.task)
     results = [
@@ -289,6 +269,9 @@ def demo(out_dir, as_json, quick):
 
     emit(run_demo(os.path.abspath(out_dir), quick=quick), as_json, lambda r: click.echo(render(r)))
 
+
+for _command in (pack, keygen, verify, serve):  # defined in their own modules
+    main.add_command(_command)
 
 if __name__ == "__main__":
     main()

@@ -34,8 +34,9 @@ without fraction or exponent (``true``/``false`` are not integers).
 
 Top-level keys, all required, no others allowed:
 
-* ``"file_kind"``: ``"delta"`` or ``"patch"`` (``FILE_KINDS``). The reader is
-  told which kind it expects and rejects the other.
+* ``"file_kind"``: ``"delta"``, ``"patch"`` or ``"int8_delta"`` (``FILE_KINDS``;
+  the int8 delta's meta and tensors are specified in ``edgepatch/int8_delta.py``).
+  The reader is told which kind(s) it expects and rejects the others.
 * ``"payload_bytes"``: integer P, 0 <= P <= ``MAX_FILE_BYTES``.
 * ``"tensors"``: array of at most ``MAX_TENSORS`` (8192) entries.
 * ``"meta"``: object. For ``"patch"`` files it is free-form; for ``"delta"``
@@ -271,7 +272,7 @@ MAX_FILE_BYTES = 1 << 30
 MAX_TENSORS = 8192
 MAX_NAME_BYTES = 256
 MAX_RANK = 4
-FILE_KINDS = ("delta", "patch")
+FILE_KINDS = ("delta", "patch", "int8_delta")
 DTYPES = {"float32": "<f4", "float16": "<f2", "int32": "<i4", "int8": "i1", "uint8": "u1"}
 FLOAT_DTYPES = ("float32", "float16")
 HEADER_KEYS = ("file_kind", "meta", "payload_bytes", "tensors")
@@ -300,6 +301,7 @@ class TensorFile:
 
     meta: dict
     tensors: dict[str, np.ndarray]
+    file_kind: str = "delta"
 
 
 # ----------------------------------------------------------------- helpers
@@ -339,6 +341,8 @@ def _round_up(value: int, multiple: int) -> int:
 
 
 def _check_kind_arg(kind, arg: str) -> None:
+    if isinstance(kind, tuple) and kind and all(k in FILE_KINDS for k in kind):
+        return  # a reader accepting any of several kinds
     if kind not in FILE_KINDS:
         raise UsageError(f"{arg} must be one of {', '.join(FILE_KINDS)}; received {arg}={kind!r}")
 
@@ -436,7 +440,9 @@ def _check_header(header, expect_kind: str, source: str) -> list[dict]:
     kind = header["file_kind"]
     if kind not in FILE_KINDS:
         raise HeaderError(f"{source}: file_kind must be one of {', '.join(FILE_KINDS)}, got {_show(kind)}")
-    if kind != expect_kind:
+    if isinstance(expect_kind, tuple) and kind not in expect_kind:
+        raise HeaderError(f"{source}: file_kind: expected one of {', '.join(expect_kind)}, got {kind!r}")
+    if isinstance(expect_kind, str) and kind != expect_kind:
         raise HeaderError(f"{source}: file_kind: expected {expect_kind!r}, got {kind!r}")
     if not _is_int(header["payload_bytes"], 0, MAX_FILE_BYTES):
         raise HeaderError(f"{source}: payload_bytes must be an integer in 0..{MAX_FILE_BYTES}, "
@@ -568,7 +574,7 @@ def decode_tensor_file(data: bytes, expect_kind: str, source: str = "<bytes>") -
                              offset=start + entry["offset"])
         tensors[entry["name"]] = flat.reshape(entry["shape"])
         _check_finite(entry["name"], tensors[entry["name"]], source)
-    return TensorFile(meta=header["meta"], tensors=tensors)
+    return TensorFile(meta=header["meta"], tensors=tensors, file_kind=header["file_kind"])
 
 
 def _read_bytes(path) -> tuple[bytes, str]:

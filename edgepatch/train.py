@@ -9,6 +9,9 @@ on batch statistics are then evaluated on stale ones.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 
@@ -72,6 +75,59 @@ class TrainResult:
     test_accuracy: float
     patch: TaskPatch | None  # None for full training
     trained_parameters: int
+
+
+class EpochBackup:
+    """Per-epoch weights in a directory, written so that a kill at any instant leaves a usable backup.
+
+    Weights go to a temporary file renamed to ``epoch-N.weights.h5``; only then is
+    ``backup.json`` (naming that file) replaced atomically. A restart reads
+    ``backup.json`` and continues after epoch N. (Keras' BackupAndRestore writes
+    its file in place, so a kill mid-write leaves a backup that cannot be read.)
+    """
+
+    def __init__(self, directory: str):
+        self.directory = directory
+        self.index = os.path.join(directory, "backup.json")
+
+    def restore(self, model) -> int:
+        """Load the last complete epoch's weights into ``model``; return that epoch count (0: none)."""
+        if not os.path.isfile(self.index):
+            return 0
+        with open(self.index) as handle:
+            record = json.load(handle)
+        model.load_weights(os.path.join(self.directory, record["weights"]))
+        print(f"resumed from {self.directory} after epoch {record['epoch']}", file=sys.stderr)
+        return int(record["epoch"])
+
+    def save(self, model, epoch: int) -> None:
+        os.makedirs(self.directory, exist_ok=True)
+        name = f"epoch-{epoch}.weights.h5"
+        temporary = os.path.join(self.directory, f".tmp-{name}")
+        model.save_weights(temporary)
+        os.replace(temporary, os.path.join(self.directory, name))
+        with open(self.index + ".tmp", "w") as handle:
+            json.dump({"epoch": epoch, "weights": name}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(self.index + ".tmp", self.index)
+        for old in os.listdir(self.directory):
+            if old.startswith("epoch-") and old != name:
+                os.remove(os.path.join(self.directory, old))
+
+    def callback(self):
+        import keras
+
+        backup = self
+
+        class SaveEachEpoch(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                backup.save(self.model, epoch + 1)
+
+        return SaveEachEpoch()
+
+    def clear(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -188,9 +244,14 @@ def train(model, split: ImageFolderSplit, task: TaskInfo, config: TrainConfig, v
     else:
         context = _bn_momentum(bn_layers, config.bn_momentum)
     keras.utils.set_random_seed(config.seed)
-    callbacks = [keras.callbacks.BackupAndRestore(config.backup_dir)] if config.backup_dir else []
+    backup = EpochBackup(config.backup_dir) if config.backup_dir else None
+    initial_epoch = backup.restore(model) if backup else 0
+    callbacks = [backup.callback()] if backup else []
     with context, contextlib.redirect_stdout(sys.stderr):
-        model.fit(train_data, epochs=config.epochs, verbose=1 if verbose else 0, callbacks=callbacks)
+        model.fit(train_data, epochs=config.epochs, initial_epoch=initial_epoch, verbose=1 if verbose else 0,
+                  callbacks=callbacks)
+    if backup:
+        backup.clear()
     if trains_bn and config.bn_stats == "reestimate":
         reestimate_bn_statistics(model, train_data, config.reestimate_batches)
     train_accuracy = accuracy(model, make_dataset(split.train, task.resolution, task.preprocessing, 64, False))

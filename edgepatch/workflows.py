@@ -142,12 +142,13 @@ def _save_model_atomic(model, path: str) -> None:
         raise
 
 
-def convert_command(model_path, patch_paths, out_dir, formats, dtype, head_width) -> dict:
+def convert_command(model_path, patch_paths, out_dir, formats, dtype, head_width, quantize=None,
+                    calibration_dir=None) -> dict:
     """Run the converters; return sizes, fingerprints and parity per task."""
     _quiet_tensorflow()
     from converters.convert import convert
 
-    result = convert(model_path, patch_paths, out_dir, formats, dtype, head_width)
+    result = convert(model_path, patch_paths, out_dir, formats, dtype, head_width, quantize, calibration_dir)
     return {
         "out_dir": result.out_dir,
         "base_files": result.base_files,
@@ -163,5 +164,6 @@ def convert_command(model_path, patch_paths, out_dir, formats, dtype, head_width
             }
             for name in result.deltas
         ],
+        **({"int8": result.int8} if result.int8 else {}),
     }
 

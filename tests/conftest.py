@@ -105,5 +105,5 @@ def small_ship(tmp_path_factory):
     base = small_cnn(num_classes=3)
     base.save(str(root / "base.keras"))
     task = make_patch(base, str(root / "gamma.patch"), "gamma", 3, seed=4)
-    result = convert(str(root / "base.keras"), [str(root / "gamma.patch")], str(root / "ship"))
+    convert(str(root / "base.keras"), [str(root / "gamma.patch")], str(root / "ship"))
     return root / "ship", task

@@ -462,7 +462,7 @@ FORMAT_CASES = [
     ("header-unknown-key", lambda: assemble(patch_header(extra=1)), "patch", HeaderError,
      f"{P}: header has unknown key 'extra'"),
     ("unknown-file-kind", lambda: assemble(patch_header(file_kind="model")), "patch", HeaderError,
-     f"{P}: file_kind must be one of delta, patch, got 'model'"),
+     f"{P}: file_kind must be one of delta, patch, int8_delta, got 'model'"),
     ("patch-read-as-delta", lambda: assemble(patch_header()), "delta", HeaderError,
      f"{P}: file_kind: expected 'delta', got 'patch'"),
     ("delta-read-as-patch", lambda: TINY, "patch", HeaderError,
@@ -637,7 +637,7 @@ def test_in_memory_errors_name_the_source():
     assert str(caught.value) == "<bytes>: file is 10 bytes, shorter than the smallest valid file (64 bytes)"
     with pytest.raises(UsageError) as caught:
         decode_tensor_file(TINY, "model")
-    assert str(caught.value) == "expect_kind must be one of delta, patch; received expect_kind='model'"
+    assert str(caught.value) == "expect_kind must be one of delta, patch, int8_delta; received expect_kind='model'"
 
 
 # ------------------------------------------------------------ write side

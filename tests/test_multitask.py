@@ -7,7 +7,6 @@ import os
 
 import numpy as np
 import pytest
-
 from conftest import small_cnn
 
 
@@ -124,7 +123,7 @@ def test_killed_transfer_training_resumes(tmp_path, datasets, base_checkpoint):
     first = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     backup = out / ".train-backup"
     deadline = time.time() + 240
-    while time.time() < deadline and first.poll() is None and not any(backup.rglob("*")):
+    while time.time() < deadline and first.poll() is None and not (backup / "backup.json").exists():
         time.sleep(0.2)
     assert first.poll() is None, "training finished before it could be killed"
     first.send_signal(signal.SIGKILL)
@@ -132,5 +131,6 @@ def test_killed_transfer_training_resumes(tmp_path, datasets, base_checkpoint):
     assert not (out / "colors.patch").exists()
     second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-2000:]
+    assert "after epoch 1" in second.stderr
     assert "Epoch 2/3" in second.stderr and "Epoch 1/3" not in second.stderr
     assert json.loads(second.stdout)["test_accuracy"] >= 0.0 and (out / "colors.patch").exists()

@@ -117,6 +117,8 @@ class TFLiteTensor:
     data_offset: int | None
     data_size: int
     shape_signature: tuple[int, ...] = ()
+    quant_scales: tuple[int, int] = (0, 0)  # (absolute offset, count) of float32 scales; (0, 0) if none
+    quant_zero_points: tuple[int, int] = (0, 0)  # (absolute offset, count) of int64 zero points
 
 
 @dataclass(frozen=True)
@@ -251,6 +253,17 @@ class _FlatBuffer:
         except UnicodeDecodeError:
             raise _Malformed(f"{what} {field} at offset {start} is not valid UTF-8") from None
 
+    def subtable(self, table, field_id, what: str, field: str) -> int | None:
+        """Return the position of the table a table field references, None when absent."""
+        pos, slots = table
+        offset = slots[field_id] if field_id < len(slots) else 0
+        if not offset:
+            return None
+        ref = pos + offset
+        if ref + 4 > self.size:
+            raise self.outside(f"{what} {field} reference", ref, 4)
+        return ref + _U32.unpack_from(self.buf, ref)[0]
+
     def tables(self, table, field_id, what: str, field: str) -> list[int]:
         """Return the positions of the tables a vector-of-tables field references."""
         start, count = self.vector(table, field_id, 4, what, field)
@@ -350,6 +363,7 @@ def _read_tensors(fb: _FlatBuffer, graph, buffers: list[int]) -> list[TFLiteTens
         buffer = fb.scalar(table, 2, _U32, 0, what, "buffer")
         name = fb.string(table, 3, what, "name")
         signature = fb.int32s(table, 7, what, "shape_signature") or shape
+        scales, zero_points = _read_quantization(fb, table, what)
         if buffer >= len(buffers):
             raise _Malformed(
                 f"{what} ({name!r}): buffer index {buffer} is out of range "
@@ -361,9 +375,20 @@ def _read_tensors(fb: _FlatBuffer, graph, buffers: list[int]) -> list[TFLiteTens
         if data_offset is not None and dtype is not None:
             _check_data_size(what, name, buffer, shape, dtype, data_size)
         tensors.append(
-            TFLiteTensor(index, name, shape, dtype, buffer, data_offset, data_size, signature)
+            TFLiteTensor(index, name, shape, dtype, buffer, data_offset, data_size, signature, scales, zero_points)
         )
     return tensors
+
+
+def _read_quantization(fb: _FlatBuffer, table, what: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Locate a tensor's QuantizationParameters scale [float] (field 2) and zero_point [long] (field 3)."""
+    pos = fb.subtable(table, 4, what, "quantization")
+    if pos is None:
+        return (0, 0), (0, 0)
+    quantization = fb.table(pos, f"{what} quantization")
+    scales = fb.vector(quantization, 2, 4, f"{what} quantization", "scale")
+    zero_points = fb.vector(quantization, 3, 8, f"{what} quantization", "zero_point")
+    return scales, zero_points
 
 
 def _locate_buffer(fb: _FlatBuffer, pos: int, index: int) -> tuple[int | None, int]:

@@ -1,0 +1,40 @@
+"""A small real shipment (base.tflite, base.onnx, gamma.delta) for the shipping benchmarks.
+
+Built the way ``tests/conftest.py::small_ship`` builds it (a small CNN, one
+S/B + logits task, ``converters.convert``), so the benchmarks run offline.
+TensorFlow is imported only when a shipment has to be built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def use_repo_paths() -> None:
+    """Make ``edgepatch``, ``converters`` and the test helpers importable from a script."""
+    for path in (REPO, os.path.join(REPO, "tests")):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+
+
+def ensure_ship(ship_dir: str | None, work_dir: str) -> str:
+    """``ship_dir`` if given (a ``convert`` output), else a new small shipment under ``work_dir``."""
+    if ship_dir:
+        return ship_dir
+    use_repo_paths()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from conftest import make_patch, small_cnn
+    from converters.convert import convert
+
+    with contextlib.redirect_stdout(io.StringIO()):  # keep stdout for the JSON result
+        base = small_cnn(num_classes=3)
+        base.save(os.path.join(work_dir, "base.keras"))
+        make_patch(base, os.path.join(work_dir, "gamma.patch"), "gamma", 3, seed=4)
+        convert(os.path.join(work_dir, "base.keras"), [os.path.join(work_dir, "gamma.patch")],
+                os.path.join(work_dir, "ship"))
+    return os.path.join(work_dir, "ship")

@@ -1,0 +1,106 @@
+"""LiteRT backend for int8 bases: patch quantization vectors and buffers in place.
+
+Walk-through::
+
+    from edgepatch.runtime import load_base, read_task_delta
+
+    base = load_base("ship/base_int8.tflite")        # an int8 base is recognised by content
+    flowers = base.apply(read_task_delta("ship/flowers.int8.delta"))
+    logits = flowers.predict(images)                 # float in, float out; int8 inside
+
+The flatbuffer stores each tensor's scale and zero-point vectors; a delta
+rewrites them (same lengths) and the buffers whose bytes changed, in a copy of
+the base bytes, before the interpreter is created.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from edgepatch.errors import MissingFileError, ShapeMismatchError, WrongBaseError
+from edgepatch.int8_delta import BASE_FORMAT, Int8Delta
+from edgepatch.runtime.patching import require, sha256_hex
+from edgepatch.runtime.tflite import TFLiteRunner
+from edgepatch.runtime.tflite_file import TFLiteModel, parse_tflite
+
+
+def is_int8_model(model: TFLiteModel) -> bool:
+    """True when the conv kernels are int8 (a full-integer quantized model)."""
+    kernels = [model.tensors[op.inputs[1]] for op in model.ops
+               if op.opcode in ("CONV_2D", "DEPTHWISE_CONV_2D") and len(op.inputs) > 1]
+    return bool(kernels) and all(k.dtype == np.int8 for k in kernels)
+
+
+class TFLiteInt8Base:
+    """A shared int8 .tflite base, read once; ``apply(int8_delta)`` gives a task runner.
+
+    Raises:
+        BaseModelError: the bytes are not a full-integer .tflite model.
+    """
+
+    format = BASE_FORMAT
+
+    def __init__(self, model_bytes: bytes, source: str = "<bytes>", num_threads: int = 1):
+        self.bytes = bytes(model_bytes)
+        self.source = source
+        self.num_threads = num_threads
+        self.sha256 = sha256_hex(self.bytes)
+        self.model = parse_tflite(self.bytes, source)
+        require(is_int8_model(self.model), f"{source}: not a full-integer (int8) model")
+
+    @classmethod
+    def from_file(cls, path: str, num_threads: int = 1) -> "TFLiteInt8Base":
+        if not os.path.isfile(path):
+            raise MissingFileError(f"base model '{path}' does not exist")
+        with open(path, "rb") as handle:
+            return cls(handle.read(), path, num_threads)
+
+    def _tensor(self, index: int, delta: Int8Delta):
+        if index >= len(self.model.tensors):
+            raise ShapeMismatchError(
+                f"int8 delta for task '{delta.task.name}' patches tensor {index}; {self.source} has "
+                f"{len(self.model.tensors)} tensors"
+            )
+        return self.model.tensors[index]
+
+    def patched_bytes(self, delta: Int8Delta) -> bytearray:
+        """The base bytes with the task's quantization parameters and changed buffers written in."""
+        if delta.base_sha256 != self.sha256:
+            raise WrongBaseError(
+                f"int8 delta for task '{delta.task.name}' was made for base sha256 {delta.base_sha256[:16]}…, "
+                f"but {self.source} has sha256 {self.sha256[:16]}…"
+            )
+        buffer = bytearray(self.bytes)
+        scale_at = zero_at = 0
+        for index, scales, zero_points in delta.quant:
+            tensor = self._tensor(index, delta)
+            if (scales, zero_points) != (tensor.quant_scales[1], tensor.quant_zero_points[1]):
+                raise ShapeMismatchError(
+                    f"tensor {index}: delta has {scales} scales / {zero_points} zero points, base {self.source} "
+                    f"has {tensor.quant_scales[1]} / {tensor.quant_zero_points[1]}"
+                )
+            np.frombuffer(buffer, np.float32, scales, tensor.quant_scales[0])[...] = \
+                delta.scales[scale_at:scale_at + scales]
+            np.frombuffer(buffer, np.int64, zero_points, tensor.quant_zero_points[0])[...] = \
+                delta.zero_points[zero_at:zero_at + zero_points]
+            scale_at, zero_at = scale_at + scales, zero_at + zero_points
+        for index, raw in delta.data.items():
+            tensor = self._tensor(index, delta)
+            if tensor.data_offset is None or tensor.data_size != raw.size:
+                raise ShapeMismatchError(
+                    f"tensor {index}: delta has {raw.size} data bytes, base {self.source} has {tensor.data_size}"
+                )
+            require(len(self.model.buffer_users[tensor.buffer]) == 1,
+                    f"{self.source}: tensor {index} shares its buffer, so it cannot be patched alone")
+            buffer[tensor.data_offset:tensor.data_offset + raw.size] = raw.tobytes()
+        return buffer
+
+    def apply(self, delta: Int8Delta | None) -> TFLiteRunner:
+        start = time.perf_counter()
+        model = bytes(self.patched_bytes(delta)) if delta is not None else self.bytes
+        runner = TFLiteRunner(model, delta.task if delta else None, 0.0, self.num_threads)
+        runner.swap_seconds = time.perf_counter() - start
+        return runner
