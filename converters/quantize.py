@@ -89,22 +89,30 @@ def unshare_constants(data: bytes) -> bytes:
 def make_int8_delta(base_bytes: bytes, task_bytes: bytes, task: TaskInfo) -> Int8Delta:
     """The difference that turns the int8 base (constants unshared) into the task's int8 model."""
     base, other = parse_tflite(base_bytes, "<int8 base>"), parse_tflite(task_bytes, f"<int8 {task.name}>")
-    quant, scales, zero_points, data = [], [], [], {}
+    quant, scales, zero_points, data, edits = [], [], [], {}, {}
     for x, y in sorted(_tensor_pairs(base, other, task.name).items()):
         a, b = base.tensors[x], other.tensors[y]
         new_scales = _quant(task_bytes, b.quant_scales, np.float32)
         new_zero_points = _quant(task_bytes, b.quant_zero_points, np.int64)
-        if not (np.array_equal(_quant(base_bytes, a.quant_scales, np.float32), new_scales)
-                and np.array_equal(_quant(base_bytes, a.quant_zero_points, np.int64), new_zero_points)):
-            quant.append((x, len(new_scales), len(new_zero_points)))
-            scales.append(new_scales)
-            zero_points.append(new_zero_points.astype(np.int32))
-        if a.data_offset is not None and base_bytes[a.data_offset:a.data_offset + a.data_size] != \
-                task_bytes[b.data_offset:b.data_offset + b.data_size]:
-            data[x] = np.frombuffer(task_bytes, np.uint8, b.data_size, b.data_offset).copy()
+        scales_changed = not np.array_equal(_quant(base_bytes, a.quant_scales, np.float32), new_scales)
+        zero_points_changed = not np.array_equal(_quant(base_bytes, a.quant_zero_points, np.int64), new_zero_points)
+        if scales_changed or zero_points_changed:  # a count of 0 ships nothing: that vector is unchanged
+            quant.append((x, len(new_scales) if scales_changed else 0, len(new_zero_points) if zero_points_changed else 0))
+            scales.append(new_scales if scales_changed else new_scales[:0])
+            zero_points.append((new_zero_points if zero_points_changed else new_zero_points[:0]).astype(np.int32))
+        if a.data_offset is None:
+            continue
+        old = np.frombuffer(base_bytes, np.uint8, a.data_size, a.data_offset)
+        new = np.frombuffer(task_bytes, np.uint8, b.data_size, b.data_offset)
+        changed = np.flatnonzero(old != new)
+        if 5 * changed.size < new.size:  # a sparse edit (5 bytes per change) is smaller
+            if changed.size:
+                edits[x] = (changed.astype(np.int32), new[changed].copy())
+        else:
+            data[x] = new.copy()
     return Int8Delta(task, sha256_hex(base_bytes), tuple(quant),
                      np.concatenate(scales) if scales else np.empty(0, np.float32),
-                     np.concatenate(zero_points) if zero_points else np.empty(0, np.int32), data)
+                     np.concatenate(zero_points) if zero_points else np.empty(0, np.int32), data, edits)
 
 
 def load_calibration(directory: str, name: str, resolution: int, preprocessing) -> np.ndarray:

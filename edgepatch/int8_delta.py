@@ -16,12 +16,17 @@ Container tensors (all names exact):
 
 - ``"scale"``: float32, the concatenated new scale vectors, in ``quant`` order;
 - ``"zero_point"``: int32, the concatenated new zero points, in ``quant`` order;
-- ``"data/{index}"``: uint8, the new raw bytes of tensor ``index``.
+- ``"data/{index}"``: uint8, the new raw bytes of tensor ``index``;
+- ``"at/{index}"`` (int32) and ``"put/{index}"`` (uint8), of equal length: a
+  sparse edit of tensor ``index``, byte ``at[k]`` of its data becomes
+  ``put[k]`` (positions ascending, unique); used when few bytes change, e.g.
+  a kernel whose int8 values changed only where rounding or a sign did.
 
 ``meta`` is an object with exactly: ``"task"`` (as in a float delta),
 ``"base_sha256"`` (``{"tflite_int8": hex}``: the exact int8 base bytes) and
 ``"quant"``: an array of ``[tensor_index, scale_count, zero_point_count]``,
-indices ascending and unique. The sums of the counts equal the lengths of
+indices ascending and unique; a count is the base tensor's vector length, or
+0 when that vector is unchanged. The sums of the counts equal the lengths of
 ``"scale"`` and ``"zero_point"``. A reader checks the container first (all
 steps in ``edgepatch.delta``), then these rules (``HeaderError``), then, when
 applying, that every index exists in the base and every count and byte size
@@ -31,7 +36,7 @@ equals the base tensor's (``ShapeMismatchError``).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -47,7 +52,7 @@ from edgepatch.errors import HeaderError
 
 FILE_KIND = "int8_delta"
 BASE_FORMAT = "tflite_int8"
-_DATA_NAME = re.compile(r"^data/(0|[1-9][0-9]{0,8})$")
+_DATA_NAME = re.compile(r"^(data|at|put)/(0|[1-9][0-9]{0,8})$")
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,7 @@ class Int8Delta:
     scales: np.ndarray  # float32, packed
     zero_points: np.ndarray  # int32, packed
     data: dict[int, np.ndarray]  # tensor index -> uint8 raw bytes
+    edits: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # index -> (at, put)
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -68,6 +74,8 @@ def write_int8_delta(path: str, delta: Int8Delta) -> int:
     """Write ``delta`` atomically; return the bytes written."""
     tensors = {"scale": np.asarray(delta.scales, np.float32), "zero_point": np.asarray(delta.zero_points, np.int32)}
     tensors.update({f"data/{index}": np.asarray(raw, np.uint8) for index, raw in sorted(delta.data.items())})
+    for index, (at, put) in sorted(delta.edits.items()):
+        tensors[f"at/{index}"], tensors[f"put/{index}"] = np.asarray(at, np.int32), np.asarray(put, np.uint8)
     meta = {"task": task_to_json(delta.task, path), "base_sha256": {BASE_FORMAT: delta.base_sha256},
             "quant": [list(entry) for entry in delta.quant]}
     return write_tensor_file(path, FILE_KIND, tensors, meta)
@@ -108,13 +116,25 @@ def from_tensor_file(stored, source: str) -> Int8Delta:
             f"{source}: quant counts sum to {sum(e[1] for e in quant)} scales and {sum(e[2] for e in quant)} "
             f"zero points, but the file holds {scales.shape[0]} and {zero_points.shape[0]}"
         )
-    data = {}
-    for name in names - {"scale", "zero_point"}:
+    data, edits = {}, {}
+    for name in sorted(names - {"scale", "zero_point"}):
+        role, index = name.split("/")
         raw = stored.tensors[name]
-        if raw.dtype != np.uint8 or raw.ndim != 1:
-            raise HeaderError(f"{source}: tensor '{name}' must be uint8 [nbytes]")
-        data[int(name.split("/")[1])] = raw
-    return Int8Delta(task, base[BASE_FORMAT], tuple(tuple(e) for e in quant), scales, zero_points, data)
+        expected = np.int32 if role == "at" else np.uint8
+        if raw.dtype != expected or raw.ndim != 1:
+            raise HeaderError(f"{source}: tensor '{name}' must be {np.dtype(expected).name} [n]")
+        if role == "data":
+            data[int(index)] = raw
+        elif role == "at":
+            put = stored.tensors.get(f"put/{index}")
+            if put is None or put.shape != raw.shape or (raw.size and (raw[0] < 0 or np.any(np.diff(raw) <= 0))):
+                raise HeaderError(f"{source}: '{name}' needs a 'put/{index}' of equal length and ascending positions")
+            edits[int(index)] = (raw, put)
+        elif f"at/{index}" not in names:
+            raise HeaderError(f"{source}: '{name}' has no 'at/{index}'")
+    if set(data) & set(edits):
+        raise HeaderError(f"{source}: tensors {sorted(set(data) & set(edits))[:3]} have both data and edits")
+    return Int8Delta(task, base[BASE_FORMAT], tuple(tuple(e) for e in quant), scales, zero_points, data, edits)
 
 
 def decode_int8_delta(data: bytes, source: str = "<bytes>") -> Int8Delta:

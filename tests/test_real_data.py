@@ -46,3 +46,37 @@ def test_delta_is_a_small_fraction_of_the_base(flowers_run):
     half = convert_command(trained["base_checkpoint"], [trained["patch"]], str(root / "ship16"),
                            ("tflite",), "float16", None)
     assert describe_file(half["tasks"][0]["delta"])["percent_of_base"] <= 1.0
+
+
+def test_int8_task_on_real_photos(flowers_run, shared_dir):
+    """int8 base + int8 delta: exactly the task's own int8 model; accuracy close to float."""
+    import numpy as np
+
+    from edgepatch.data import scan_image_folders
+    from edgepatch.runtime import load_base, read_delta, read_task_delta
+    from edgepatch.runtime.images import load_images
+    from edgepatch.workflows import convert_command
+
+    trained, converted, root = flowers_run
+    calibration = root / "calibration"
+    calibration.mkdir(exist_ok=True)
+    for name in ("base", "flowers"):
+        link = calibration / name
+        if not link.exists():
+            link.symlink_to(os.path.join(shared_dir, "data", "flowers5", "train"))
+    result = convert_command(trained["base_checkpoint"], [trained["patch"]], str(root / "ship8"), ("tflite",),
+                             "float32", None, "int8", str(calibration))
+    assert result["int8"]["deltas"]["flowers"]["max_abs_vs_task_int8"] == 0.0
+    split = scan_image_folders(os.path.join(shared_dir, "data", "flowers5"))
+    delta = read_delta(converted["tasks"][0]["delta"])
+    images = load_images([p for p, _ in split.test], delta.task)
+    labels = np.array([label for _, label in split.test])
+    float_runner = load_base(converted["base_files"]["tflite"]).apply(delta)
+    int8_runner = load_base(str(root / "ship8" / "base_int8.tflite")).apply(
+        read_task_delta(str(root / "ship8" / "flowers.int8.delta")))
+    float_top1 = np.concatenate([np.argmax(float_runner.predict(images[i:i + 30]), 1) for i in range(0, 150, 30)])
+    int8_top1 = np.concatenate([np.argmax(int8_runner.predict(images[i:i + 30]), 1) for i in range(0, 150, 30)])
+    float_accuracy, int8_accuracy = np.mean(float_top1 == labels), np.mean(int8_top1 == labels)
+    print(f"float {float_accuracy:.3f} int8 {int8_accuracy:.3f} agreement {np.mean(float_top1 == int8_top1):.3f} "
+          f"int8 delta {result['int8']['deltas']['flowers']['bytes']} base {result['int8']['base_bytes']}")
+    assert int8_accuracy >= float_accuracy - 0.03  # 150 test images: one image is 0.67 points

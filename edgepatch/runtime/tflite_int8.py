@@ -77,26 +77,36 @@ class TFLiteInt8Base:
         scale_at = zero_at = 0
         for index, scales, zero_points in delta.quant:
             tensor = self._tensor(index, delta)
-            if (scales, zero_points) != (tensor.quant_scales[1], tensor.quant_zero_points[1]):
+            if scales not in (0, tensor.quant_scales[1]) or zero_points not in (0, tensor.quant_zero_points[1]):
                 raise ShapeMismatchError(
                     f"tensor {index}: delta has {scales} scales / {zero_points} zero points, base {self.source} "
                     f"has {tensor.quant_scales[1]} / {tensor.quant_zero_points[1]}"
                 )
-            np.frombuffer(buffer, np.float32, scales, tensor.quant_scales[0])[...] = \
+            np.frombuffer(buffer, np.float32, scales, tensor.quant_scales[0] if scales else 0)[...] = \
                 delta.scales[scale_at:scale_at + scales]
-            np.frombuffer(buffer, np.int64, zero_points, tensor.quant_zero_points[0])[...] = \
+            np.frombuffer(buffer, np.int64, zero_points, tensor.quant_zero_points[0] if zero_points else 0)[...] = \
                 delta.zero_points[zero_at:zero_at + zero_points]
             scale_at, zero_at = scale_at + scales, zero_at + zero_points
         for index, raw in delta.data.items():
-            tensor = self._tensor(index, delta)
-            if tensor.data_offset is None or tensor.data_size != raw.size:
-                raise ShapeMismatchError(
-                    f"tensor {index}: delta has {raw.size} data bytes, base {self.source} has {tensor.data_size}"
-                )
-            require(len(self.model.buffer_users[tensor.buffer]) == 1,
-                    f"{self.source}: tensor {index} shares its buffer, so it cannot be patched alone")
-            buffer[tensor.data_offset:tensor.data_offset + raw.size] = raw.tobytes()
+            view = self._data_view(buffer, index, delta)
+            if view.size != raw.size:
+                raise ShapeMismatchError(f"tensor {index}: delta has {raw.size} data bytes, base {self.source} "
+                                         f"has {view.size}")
+            view[...] = raw
+        for index, (at, put) in delta.edits.items():
+            view = self._data_view(buffer, index, delta)
+            if at.size and at[-1] >= view.size:
+                raise ShapeMismatchError(f"tensor {index}: delta edits byte {int(at[-1])}, base {self.source} "
+                                         f"has {view.size}")
+            view[at] = put
         return buffer
+
+    def _data_view(self, buffer: bytearray, index: int, delta: Int8Delta) -> np.ndarray:
+        tensor = self._tensor(index, delta)
+        require(tensor.data_offset is not None, f"{self.source}: tensor {index} has no constant data")
+        require(len(self.model.buffer_users[tensor.buffer]) == 1,
+                f"{self.source}: tensor {index} shares its buffer, so it cannot be patched alone")
+        return np.frombuffer(buffer, np.uint8, tensor.data_size, tensor.data_offset)
 
     def apply(self, delta: Int8Delta | None) -> TFLiteRunner:
         start = time.perf_counter()
