@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgepatch.delta import TaskInfo, read_tensor_file, task_from_json, task_to_json, write_tensor_file
+from edgepatch.delta import (
+    TaskInfo,
+    read_tensor_file,
+    task_from_json,
+    task_to_json,
+    write_tensor_file,
+)
 from edgepatch.errors import HeaderError, ShapeMismatchError, WrongBaseError
 
 

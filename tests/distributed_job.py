@@ -19,6 +19,7 @@ from edgepatch.distribute import make_strategy  # noqa: E402
 strategy = make_strategy(sys.argv[1])
 
 from conftest import small_cnn  # noqa: E402
+
 from edgepatch.data import scan_image_folders  # noqa: E402
 from edgepatch.delta import Preprocessing, TaskInfo  # noqa: E402
 from edgepatch.demo_data import write_datasets  # noqa: E402

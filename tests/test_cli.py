@@ -9,9 +9,8 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import REPO
+from PIL import Image
 
 
 def edgepatch(*args: str, check_tf: bool = False) -> subprocess.CompletedProcess:

@@ -6,7 +6,6 @@ import os
 
 import numpy as np
 import pytest
-
 from conftest import make_patch, set_real_bn_statistics, small_cnn
 
 PARITY = 1e-4

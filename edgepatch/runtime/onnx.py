@@ -13,16 +13,19 @@ Two swap modes (``swap_mode``):
 - ``rebuild`` (default): the task's weights are written into a copy of the
   model bytes (``patching.BytesPatcher``) and a new ``InferenceSession`` is
   built from them, so every weight stays a constant and ORT's full graph
-  optimisations apply. A swap costs a session build (about 20-30 ms for
-  MobileNetV2 1.0). (ORT ignores ``SessionOptions.add_initializer``
-  overrides of constant initializers at ORT_ENABLE_ALL, so overrides are not
-  used.)
+  optimisations apply. A swap costs a session build (12-25 ms for
+  MobileNetV2 1.0 on a 2-core VM). (ORT ignores
+  ``SessionOptions.add_initializer`` overrides of constant initializers at
+  ORT_ENABLE_ALL, so overrides are not used.)
 - ``adapter``: one session over ORT's own optimized graph with the site
   weights as inputs (``onnx_adapter``); a swap only writes the task's
-  weights into buffers bound to an ``IOBinding`` (about 1 ms for
-  MobileNetV2 1.0) and runs as fast as ``rebuild``. Loading costs two extra
-  ORT optimizations, and memory about two more copies of the weights.
-  Choose it when tasks switch often; ``rebuild`` when memory is tight.
+  weights into buffers bound to an ``IOBinding``: 2-4 ms from the delta
+  file for MobileNetV2 1.0 (8x faster than ``rebuild``), and runs within
+  1-6 % of ``rebuild`` (``benchmarks/bench_runtime.py``). Loading costs two
+  extra ORT optimizations (0.1-1.4 s) and memory for about three more
+  copies of the weights (optimized base, position map, one set per live
+  runner). Choose it when tasks switch often; ``rebuild`` when memory is
+  tight or loading must be quick.
 """
 
 from __future__ import annotations
@@ -36,7 +39,13 @@ from edgepatch.delta import Delta
 from edgepatch.errors import BaseModelError, MissingFileError, UsageError
 from edgepatch.runtime.onnx_file import OnnxModel, parse_onnx
 from edgepatch.runtime.patching import (
-    BytesPatcher, SiteSlots, Slot, check_fingerprint, patch_buffer, require, sha256_hex,
+    BytesPatcher,
+    SiteSlots,
+    Slot,
+    check_fingerprint,
+    patch_buffer,
+    require,
+    sha256_hex,
 )
 from edgepatch.runtime.runner import TaskRunner
 

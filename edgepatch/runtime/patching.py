@@ -13,9 +13,13 @@ The head is padded to the base's head width; the runner slices the logits
 back to the task's classes.
 
 Swapping fast (``BytesPatcher``). Measured on MobileNetV2 1.0 (8.9 MB) at
-224, 1 thread: a naive swap (copy the base to a ``bytearray``, re-fold, copy
-to ``bytes`` because LiteRT and ORT take only ``bytes``, create) spent more
-time in page faults and copies than in the interpreter. The patcher instead
+224, 1 thread, interleaved (``benchmarks/bench_runtime.py``): a naive swap
+(copy the base to a ``bytearray``, re-fold, copy to ``bytes`` because LiteRT
+and ORT take only ``bytes``, create) took 3.3x a plain interpreter create,
+mostly page faults and copies; a fresh ``bytes`` filled in place 2.5x; the
+patcher 1.6x (1.9x counting reading the delta). What is left is the re-fold:
+it reads and writes every kernel (2 x 8.9 MB, 1-2.5 ms with cold caches).
+The patcher
 
 1. writes into a ``bytes`` object it created itself and fills before anyone
    else sees it (``writable_bytes``; the C-API pattern

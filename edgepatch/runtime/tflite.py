@@ -32,7 +32,13 @@ import numpy as np
 from edgepatch.delta import Delta
 from edgepatch.errors import BaseModelError, MissingFileError
 from edgepatch.runtime.patching import (
-    BytesPatcher, SiteSlots, Slot, check_fingerprint, patch_buffer, require, sha256_hex,
+    BytesPatcher,
+    SiteSlots,
+    Slot,
+    check_fingerprint,
+    patch_buffer,
+    require,
+    sha256_hex,
 )
 from edgepatch.runtime.runner import TaskRunner
 from edgepatch.runtime.tflite_file import TFLiteModel, parse_tflite
