@@ -32,7 +32,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from runtime_variants import (  # noqa: E402
-    AffineAdapter, Interp, Session, fresh_buffer_patcher, interleaved, medians_ms, minimums_ms, naive_tflite_swap, read_file,
+    AffineAdapter,
+    Interp,
+    Session,
+    fresh_buffer_patcher,
+    interleaved,
+    medians_ms,
+    minimums_ms,
+    naive_tflite_swap,
+    read_file,
     temporary_folder,
 )
 
@@ -65,7 +73,7 @@ class Model:
         self.ship, self.delta_path, self.threads = ship, delta_path, threads
         self.tflite, self.onnx = TFLiteBase.from_file(f"{ship}/base.tflite", threads), OnnxBase.from_file(f"{ship}/base.onnx", threads)
         start = time.perf_counter()
-        self.adapter = OnnxBase.from_file(f"{ship}/base.onnx", threads, "adapter")
+        self.adapter = OnnxBase.from_file(f"{ship}/base.onnx", threads, swap_mode="adapter")
         self.adapter_init_ms = round((time.perf_counter() - start) * 1e3, 1)
         # Each swap variant gets its own base: a base keeps 2 buffers for reuse (the live runner's and
         # the next one's); variants sharing one would exhaust them and measure the no-reuse path.
@@ -73,8 +81,8 @@ class Model:
             "tflite_swap": TFLiteBase.from_file(f"{ship}/base.tflite", threads),
             "tflite_apply_only": TFLiteBase.from_file(f"{ship}/base.tflite", threads),
             "onnx_rebuild_swap": OnnxBase.from_file(f"{ship}/base.onnx", threads),
-            "onnx_adapter_swap": OnnxBase.from_file(f"{ship}/base.onnx", threads, "adapter"),
-            "onnx_adapter_apply_only": OnnxBase.from_file(f"{ship}/base.onnx", threads, "adapter"),
+            "onnx_adapter_swap": OnnxBase.from_file(f"{ship}/base.onnx", threads, swap_mode="adapter"),
+            "onnx_adapter_apply_only": OnnxBase.from_file(f"{ship}/base.onnx", threads, swap_mode="adapter"),
         }
         self.delta = read_delta(delta_path)
         self.affine = AffineAdapter(f"{ship}/base.onnx", threads, folder)

@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +20,7 @@ import numpy as np
 from converters.emit_delta import make_delta
 from converters.fold import fold_batchnorm
 from converters.folded_model import build_folded_model
+from edgepatch.atomic import make_stage_dir, replace_dir
 from edgepatch.delta import read_delta, write_delta
 from edgepatch.errors import FoldError, UsageError
 from edgepatch.models import BACKBONES, clone_with_input, load_checkpoint, with_new_head
@@ -88,16 +88,6 @@ def check_parity(keras_model, runner, resolution: int) -> tuple[float, float]:
     return float(np.max(np.abs(runner.predict(images) - expected))), max(1.0, float(np.max(np.abs(expected))))
 
 
-def _swap_into_place(stage: str, out_dir: str) -> None:
-    old = None
-    if os.path.exists(out_dir):
-        old = tempfile.mkdtemp(prefix=".old-", dir=os.path.dirname(out_dir))
-        os.rename(out_dir, os.path.join(old, "out"))
-    os.rename(stage, out_dir)
-    if old is not None:
-        shutil.rmtree(old)
-
-
 def convert(
     model_path: str,
     patch_paths: list[str],
@@ -132,8 +122,7 @@ def convert(
     folded_model = build_folded_model(base, base_folded, width)
     exporters = {"tflite": (export_tflite_base, TFLiteBase), "onnx": (export_onnx_base, OnnxBase)}
     out_dir = os.path.abspath(out_dir)
-    os.makedirs(os.path.dirname(out_dir), exist_ok=True)
-    stage = tempfile.mkdtemp(prefix=".convert-", dir=os.path.dirname(out_dir))
+    stage = make_stage_dir(out_dir, "convert")
     try:
         result = ConvertResult(out_dir, {}, {}, {}, width)
         bases = {}
@@ -172,7 +161,7 @@ def convert(
             preprocessing = patches[0].task.preprocessing if patches else BACKBONES["mobilenet_v2"].preprocessing
             result.int8 = emit_int8(stage, build_folded_model(base, base_folded, width), int8_tasks,
                                     calibration_dir, resolution, preprocessing)
-        _swap_into_place(stage, out_dir)
+        replace_dir(stage, out_dir)
         return result
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)

@@ -90,7 +90,7 @@ def _open_base(spec: WorkerSpec):
 
     if spec.runtime == "tflite":
         return TFLiteBase.from_file(spec.base, spec.threads)
-    return OnnxBase.from_file(spec.base, spec.threads, spec.onnx_swap)
+    return OnnxBase.from_file(spec.base, spec.threads, swap_mode=spec.onnx_swap)
 
 
 def _timed_runs(runners: list, image: np.ndarray, runs: int) -> list[list[float]]:

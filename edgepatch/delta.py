@@ -240,7 +240,6 @@ import hashlib
 import json
 import math
 import os
-import secrets
 import stat
 import struct
 from collections.abc import Mapping
@@ -248,6 +247,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgepatch.atomic import write_bytes_atomic
 from edgepatch.errors import (
     ChecksumMismatchError,
     DeltaFormatError,
@@ -675,36 +675,10 @@ def encode_tensor_file(file_kind: str, tensors: Mapping[str, np.ndarray], meta: 
     return bytes(out)
 
 
-def _write_atomic(path, data: bytes) -> int:
-    """Write via a temp file in the same directory, fsync, rename; never leave a partial file."""
-    target = os.fsdecode(path)
-    directory = os.path.dirname(os.path.abspath(target))
-    if not os.path.isdir(directory):
-        raise MissingFileError(f"{target}: directory {directory} does not exist")
-    temp = os.path.join(directory, f".{os.path.basename(target)}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # not mkstemp: honour the umask
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, target)
-    except BaseException:
-        os.unlink(temp)
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    return len(data)
-
-
 def write_tensor_file(path, file_kind: str, tensors: Mapping[str, np.ndarray], meta: dict) -> int:
     """Encode and write atomically; returns the bytes written. Raises as ``encode_tensor_file``."""
     source = os.fsdecode(path)
-    return _write_atomic(path, encode_tensor_file(file_kind, tensors, meta, source))
+    return write_bytes_atomic(path, encode_tensor_file(file_kind, tensors, meta, source))
 
 
 # ------------------------------------------------------ typed delta layer
@@ -774,9 +748,13 @@ def _string_list(value, where: str, source: str) -> list[str]:
 
 
 def _finite_number(value, where: str, source: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    try:  # a huge JSON integer is finite as an int but overflows a double
+        number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
         raise HeaderError(f"{source}: {where} must be a finite number, got {_show(value)}")
-    return float(value)
+    return number
 
 
 def task_from_json(task, source: str = "<json>") -> TaskInfo:
@@ -1121,7 +1099,7 @@ def decode_delta(data: bytes, source: str = "<bytes>") -> Delta:
 def write_delta(path, delta: Delta, dtype: str = "float32") -> int:
     """Validate, encode and atomically write a delta; returns the bytes written."""
     source = os.fsdecode(path)
-    return _write_atomic(path, encode_delta(delta, dtype, source))
+    return write_bytes_atomic(path, encode_delta(delta, dtype, source))
 
 
 def read_delta(path) -> Delta:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgepatch.atomic import write_bytes_atomic
 from edgepatch.data import ImageFolderSplit, make_dataset
 from edgepatch.delta import TaskInfo
 from edgepatch.errors import UsageError
@@ -106,11 +107,7 @@ class EpochBackup:
         temporary = os.path.join(self.directory, f".tmp-{name}")
         model.save_weights(temporary)
         os.replace(temporary, os.path.join(self.directory, name))
-        with open(self.index + ".tmp", "w") as handle:
-            json.dump({"epoch": epoch, "weights": name}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(self.index + ".tmp", self.index)
+        write_bytes_atomic(self.index, json.dumps({"epoch": epoch, "weights": name}).encode())
         for old in os.listdir(self.directory):
             if old.startswith("epoch-") and old != name:
                 os.remove(os.path.join(self.directory, old))

@@ -30,13 +30,12 @@ Two swap modes (``swap_mode``):
 
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
 
 from edgepatch.delta import Delta
-from edgepatch.errors import BaseModelError, MissingFileError, UsageError
+from edgepatch.errors import BaseModelError, UsageError
 from edgepatch.runtime.onnx_file import OnnxModel, parse_onnx
 from edgepatch.runtime.patching import (
     BytesPatcher,
@@ -47,7 +46,7 @@ from edgepatch.runtime.patching import (
     require,
     sha256_hex,
 )
-from edgepatch.runtime.runner import TaskRunner
+from edgepatch.runtime.runner import BaseFile, TaskRunner
 
 SWAP_MODES = ("rebuild", "adapter")
 
@@ -103,7 +102,7 @@ class OnnxRunner(TaskRunner):
         return self._session.run(None, {self._input: images})[0]
 
 
-class OnnxBase:
+class OnnxBase(BaseFile):
     """A shared .onnx base, read once; ``apply(delta)`` gives a task runner.
 
     Args:
@@ -138,13 +137,6 @@ class OnnxBase:
             from edgepatch.runtime.onnx_adapter import AdapterSession
 
             self._adapter = AdapterSession(self.bytes, self.sites, num_threads, source)
-
-    @classmethod
-    def from_file(cls, path: str, num_threads: int = 1, swap_mode: str = "rebuild") -> "OnnxBase":
-        if not os.path.isfile(path):
-            raise MissingFileError(f"base model '{path}' does not exist")
-        with open(path, "rb") as handle:
-            return cls(handle.read(), path, num_threads, swap_mode)
 
     def patched_bytes(self, delta: Delta) -> bytearray:
         check_fingerprint(delta, self.format, self.sha256, self.source)

@@ -126,6 +126,8 @@ def _site_update(name: str, op: str, slots: SiteSlots, delta: Delta, fmt: str, w
     if op == "dense" and kernel is not None:
         kernel, bias = pad_head(kernel, bias if bias is not None else np.zeros(kernel.shape[1], np.float32), width)
     elif op == "dense" and bias is not None:
+        if bias.shape[0] > width:
+            raise ShapeMismatchError(f"`{name}/bias`: delta has {bias.shape[0]} classes, base {source} head has {width}")
         bias = np.concatenate([bias, np.zeros(width - bias.shape[0], np.float32)])
     if kernel is not None:
         value = to_runtime(kernel.astype(np.float32, copy=False), op, fmt)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from edgepatch.delta import TaskInfo
-from edgepatch.errors import ShapeMismatchError
+from edgepatch.errors import MissingFileError, ShapeMismatchError
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -61,3 +62,14 @@ class TaskRunner:
         start = time.perf_counter()
         self._run(np.ascontiguousarray(images, dtype=np.float32))
         return time.perf_counter() - start
+
+
+class BaseFile:
+    """Mixin for the base classes: ``from_file(path, num_threads, **options)`` reads the file once."""
+
+    @classmethod
+    def from_file(cls, path: str, num_threads: int = 1, **options):
+        if not os.path.isfile(path):
+            raise MissingFileError(f"base model '{path}' does not exist")
+        with open(path, "rb") as handle:
+            return cls(handle.read(), path, num_threads, **options)

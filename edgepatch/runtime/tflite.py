@@ -24,13 +24,12 @@ allocated for the task's resolution, so XNNPACK has packed the weights and
 
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
 
 from edgepatch.delta import Delta
-from edgepatch.errors import BaseModelError, MissingFileError
+from edgepatch.errors import BaseModelError
 from edgepatch.runtime.patching import (
     BytesPatcher,
     SiteSlots,
@@ -40,7 +39,7 @@ from edgepatch.runtime.patching import (
     require,
     sha256_hex,
 )
-from edgepatch.runtime.runner import TaskRunner
+from edgepatch.runtime.runner import BaseFile, TaskRunner
 from edgepatch.runtime.tflite_file import TFLiteModel, parse_tflite
 
 SITE_OPS = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "depthwise", "FULLY_CONNECTED": "dense"}
@@ -141,7 +140,7 @@ class TFLiteRunner(TaskRunner):
         return self._interpreter.get_tensor(self._output).copy()
 
 
-class TFLiteBase:
+class TFLiteBase(BaseFile):
     """A shared .tflite base, read once; ``apply(delta)`` gives a task runner.
 
     Args:
@@ -161,13 +160,6 @@ class TFLiteBase:
         self.sha256 = sha256_hex(self.bytes)
         self.sites = tflite_sites(parse_tflite(self.bytes, source), source)
         self._patcher = BytesPatcher(self.bytes, self.sites, self.format, source)
-
-    @classmethod
-    def from_file(cls, path: str, num_threads: int = 1) -> "TFLiteBase":
-        if not os.path.isfile(path):
-            raise MissingFileError(f"base model '{path}' does not exist")
-        with open(path, "rb") as handle:
-            return cls(handle.read(), path, num_threads)
 
     def patched_bytes(self, delta: Delta) -> bytearray:
         """The base bytes with ``delta`` applied (checks the fingerprint, names and shapes)."""

@@ -15,14 +15,14 @@ the base bytes, before the interpreter is created.
 
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
 
-from edgepatch.errors import MissingFileError, ShapeMismatchError, WrongBaseError
+from edgepatch.errors import ShapeMismatchError, WrongBaseError
 from edgepatch.int8_delta import BASE_FORMAT, Int8Delta
 from edgepatch.runtime.patching import require, sha256_hex
+from edgepatch.runtime.runner import BaseFile
 from edgepatch.runtime.tflite import TFLiteRunner
 from edgepatch.runtime.tflite_file import TFLiteModel, parse_tflite
 
@@ -34,7 +34,7 @@ def is_int8_model(model: TFLiteModel) -> bool:
     return bool(kernels) and all(k.dtype == np.int8 for k in kernels)
 
 
-class TFLiteInt8Base:
+class TFLiteInt8Base(BaseFile):
     """A shared int8 .tflite base, read once; ``apply(int8_delta)`` gives a task runner.
 
     Raises:
@@ -50,13 +50,6 @@ class TFLiteInt8Base:
         self.sha256 = sha256_hex(self.bytes)
         self.model = parse_tflite(self.bytes, source)
         require(is_int8_model(self.model), f"{source}: not a full-integer (int8) model")
-
-    @classmethod
-    def from_file(cls, path: str, num_threads: int = 1) -> "TFLiteInt8Base":
-        if not os.path.isfile(path):
-            raise MissingFileError(f"base model '{path}' does not exist")
-        with open(path, "rb") as handle:
-            return cls(handle.read(), path, num_threads)
 
     def _tensor(self, index: int, delta: Int8Delta):
         if index >= len(self.model.tensors):

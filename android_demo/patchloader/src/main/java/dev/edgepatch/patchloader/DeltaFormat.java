@@ -1,0 +1,58 @@
+package dev.edgepatch.patchloader;
+
+import java.util.Arrays;
+import java.util.Collections;
+import java.util.List;
+
+/**
+ * Constants of the edgepatch tensor file format, version 1. The specification is the
+ * module docstring of {@code edgepatch/delta.py}; names here match its constants.
+ */
+final class DeltaFormat {
+    static final byte[] MAGIC = {'E', 'D', 'G', 'E', 'P', 'T', 'C', 'H'};
+    static final long FORMAT_VERSION = 1;
+    static final int PREAMBLE_BYTES = 16;
+    static final int TRAILER_BYTES = 32;
+    static final int HEADER_ALIGN = 16;
+    static final int ALIGN = 8;
+    static final long MIN_HEADER_BYTES = 16;
+    static final long MAX_HEADER_BYTES = 1L << 20;
+    static final long MIN_FILE_BYTES = PREAMBLE_BYTES + MIN_HEADER_BYTES + TRAILER_BYTES;
+    static final long MAX_FILE_BYTES = 1L << 30;
+    static final int MAX_TENSORS = 8192;
+    static final int MAX_NAME_BYTES = 256;
+    static final int MAX_RANK = 4;
+    static final int MAX_SITES = 8192;
+    static final int MAX_SITE_NAME_BYTES = MAX_NAME_BYTES - "/kernel".length();
+    static final long MIN_RESOLUTION = 8;
+    static final long MAX_RESOLUTION = 4096;
+
+    static final String FLOAT32 = "float32";
+    static final String FLOAT16 = "float16";
+    static final List<String> FILE_KINDS = list("delta", "patch");
+    /** dtype names in the spec's table order, with their item sizes. */
+    static final List<String> DTYPES = list(FLOAT32, FLOAT16, "int32", "int8", "uint8");
+    private static final int[] ITEM_SIZES = {4, 2, 4, 1, 1};
+    static final List<String> HEADER_KEYS = list("file_kind", "meta", "payload_bytes", "tensors");
+    static final List<String> TENSOR_KEYS = list("dtype", "name", "nbytes", "offset", "shape");
+    static final List<String> META_KEYS = list("base_sha256", "kinds", "sites", "task");
+    static final List<String> TASK_KEYS = list("classes", "name", "preprocessing", "resolution");
+    static final List<String> PREPROCESSING_KEYS = list("offset", "scale");
+    static final List<String> SITE_OPS = list("conv", "depthwise", "dense");
+    static final List<String> ROLE_SETS = list("scale", "bias", "scale+bias", "kernel", "kernel+bias");
+
+    private DeltaFormat() {
+    }
+
+    static int itemSize(String dtype) {
+        return ITEM_SIZES[DTYPES.indexOf(dtype)];
+    }
+
+    static boolean isFloat(String dtype) {
+        return FLOAT32.equals(dtype) || FLOAT16.equals(dtype);
+    }
+
+    private static List<String> list(String... items) {
+        return Collections.unmodifiableList(Arrays.asList(items));
+    }
+}
