@@ -30,12 +30,14 @@ import random
 import sys
 import tempfile
 import time
-import tracemalloc
 import traceback
+import tracemalloc
 
 from ship_fixture import ensure_ship, use_repo_paths
 
 use_repo_paths()
+
+from mutations import judge_delta, judge_manifest, mutate_delta, mutate_manifest  # noqa: E402
 
 from edgepatch.bundle import pack_bundle, ship_inputs  # noqa: E402
 from edgepatch.delta import decode_delta, encode_delta  # noqa: E402
@@ -43,7 +45,6 @@ from edgepatch.errors import EdgepatchError, SignatureError  # noqa: E402
 from edgepatch.manifest import encode_manifest, parse_manifest  # noqa: E402
 from edgepatch.runtime import load_base  # noqa: E402
 from edgepatch.signing import trusted_keys, verify_manifest, write_keypair  # noqa: E402
-from mutations import judge_delta, judge_manifest, mutate_delta, mutate_manifest  # noqa: E402
 
 ALLOCATION_FACTOR, ALLOCATION_SLACK = 4, 1 << 20
 MAX_EXAMPLES = 10
