@@ -12,6 +12,7 @@ import os
 import click
 
 from edgepatch.cli_bench import bench
+from edgepatch.cli_cascade import cascade
 from edgepatch.cli_common import emit, expected_errors
 from edgepatch.cli_ship import keygen, pack, serve, verify
 
@@ -271,7 +272,7 @@ def demo(out_dir, as_json, quick):
     emit(run_demo(os.path.abspath(out_dir), quick=quick), as_json, lambda r: click.echo(render(r)))
 
 
-for _command in (bench, pack, keygen, verify, serve):  # defined in their own modules
+for _command in (bench, cascade, pack, keygen, verify, serve):  # defined in their own modules
     main.add_command(_command)
 
 if __name__ == "__main__":
