@@ -32,145 +32,98 @@ def main():
     """
 
 
-@main.command()
-@click.option("--base", "backbone", default="mobilenet_v2", show_default=True, help="Backbone family.")
-@click.option("--alpha", default=1.0, show_default=True, type=float, help="Width multiplier.")
-@click.option("--resolution", default=224, show_default=True, type=int, help="Square input size.")
-@click.option("--weights", default="imagenet", show_default=True,
-              help="imagenet (Keras download) | none (random) | PATH to a .h5 no-top weights file "
-                   "or a .keras checkpoint to transfer from.")
-@click.option("--data", "data_dir", required=True, help="Class folders: DIR/{train,test}/<class>/ or DIR/<class>/.")
-@click.option("--task", "task_name", default=None, help="Task name (default: the data folder's name).")
-@click.option("--patch", "patch_spec", default="scale_bias,logits", show_default=True,
-              help="Kinds to train: scale_bias, depthwise, logits (comma-separated). Without logits the "
-                   "head stays at its random initial value (paper 5.2). 'full' fine-tunes everything "
-                   "and writes OUT/model.keras instead of a patch (it has no delta).")
-@click.option("--epochs", default=5, show_default=True, type=int)
-@click.option("--lr", default=None, type=float, help="Learning rate (default 1e-3 for patches, 1e-4 for full training).")
-@click.option("--batch-size", default=32, show_default=True, type=int)
-@click.option("--bn-stats", default=None, help="BN statistics handling: frozen | reestimate | momentum "
-                                               "(default: frozen, measured best; see README).")
-@click.option("--bn-momentum", default=0.9, show_default=True, type=float, help="For --bn-stats momentum.")
-@click.option("--holdout", default=0.2, show_default=True, type=float, help="Test fraction when DIR has no test/.")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--strategy", default="none", show_default=True,
-              help="tf.distribute strategy: none | mirrored | multi_worker (see `multitask --help`).")
-@click.option("--out", "out_dir", required=True, help="Writes OUT/base.keras and OUT/<task>.patch; "
-              "a killed run restarted with the same OUT resumes from its last epoch.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@expected_errors
-def train(backbone, alpha, resolution, weights, data_dir, task_name, patch_spec, epochs, lr, batch_size,
-          bn_stats, bn_momentum, holdout, seed, strategy, out_dir, as_json):
-    """Train a task patch by transfer: everything outside the patch is frozen.
-
-    \b
-    Example:
-      edgepatch train --weights imagenet --resolution 128 --data flowers/ --patch scale_bias,logits --out runs/flowers
-    """
-    from edgepatch.workflows import train_command
-
-    result = train_command(
-        backbone=backbone, alpha=alpha, resolution=resolution, weights=weights, data_dir=data_dir,
-        task_name=task_name, patch_spec=patch_spec, epochs=epochs, lr=lr, batch_size=batch_size,
-        bn_stats=bn_stats, bn_momentum=bn_momentum, holdout=holdout, seed=seed, out_dir=out_dir, strategy=strategy,
-    )
-    written = ("model", "base_checkpoint", "patch")
-    emit(result, as_json, lambda r: click.echo(
-        f"task {r['task']}: train accuracy {r['train_accuracy']:.3f}, test accuracy {r['test_accuracy']:.3f}, "
-        f"{r['trained_parameters']:,} trained parameters\n" + "\n".join(f"wrote {r[k]}" for k in written if k in r)))
-
-
 def _task_option(value: str, default_resolution: int) -> tuple[str, str, int]:
     """Parse NAME=DIR[@RESOLUTION]."""
     name, sep, rest = value.partition("=")
     directory, at, resolution = rest.partition("@")
     if not sep or not name or not directory or (at and not resolution.isdigit()):
-        raise click.BadParameter(f"expected NAME=DIR or NAME=DIR@RESOLUTION. Received '{value}'")
+        raise click.BadParameter(f"expected NAME=DIR or NAME=DIR@RESOLUTION. Received '{value}'", param_hint="--task")
     return name, directory, int(resolution) if at else default_resolution
 
 
-_shared_training_options = [
-    click.option("--base", "backbone", default="mobilenet_v2", show_default=True, help="Backbone family."),
-    click.option("--alpha", default=1.0, show_default=True, type=float, help="Width multiplier."),
-    click.option("--weights", default="imagenet", show_default=True,
-                 help="imagenet | none | PATH (.h5 no-top weights or a .keras checkpoint)."),
-    click.option("--epochs", default=5, show_default=True, type=int),
-    click.option("--lr", default=None, type=float, help="Learning rate (default 1e-3)."),
-    click.option("--batch-size", default=32, show_default=True, type=int),
-    click.option("--seed", default=0, show_default=True, type=int),
-    click.option("--strategy", default="none", show_default=True,
-                 help="tf.distribute strategy: none | mirrored (all GPUs, or 2 CPU replicas) | "
-                      "multi_worker (cluster from TF_CONFIG)."),
-    click.option("--out", "out_dir", required=True, help="Writes OUT/base.keras and OUT/<task>.patch per task."),
-    click.option("--json", "as_json", is_flag=True),
-]
-
-
-def _training_options(command):
-    for option in reversed(_shared_training_options):
-        command = option(command)
-    return command
-
-
-def _render_multitask(result: dict) -> None:
-    for t in result["tasks"]:
-        click.echo(f"{t['task']} @{t['resolution']}: train {t['train_accuracy']:.3f}, test {t['test_accuracy']:.3f}")
-    click.echo(f"wrote {result['base_checkpoint']}")
-
-
-@main.command()
-@click.option("--task", "task_values", multiple=True, required=True,
-              help="NAME=DIR or NAME=DIR@RESOLUTION, once per task (at least 2).")
-@click.option("--resolution", default=224, show_default=True, type=int, help="Resolution of tasks without @RES.")
-@click.option("--private", "private_spec", default="scale_bias,logits", show_default=True,
-              help="Patch kinds private to each task; every other weight is shared and trained by all.")
-@_training_options
-@expected_errors
-def multitask(task_values, resolution, private_spec, backbone, alpha, weights, epochs, lr, batch_size, seed,
-              strategy, out_dir, as_json):
-    """Train several tasks at once: shared weights, one private patch per task (paper 5.3).
-
-    \b
-    Example:
-      edgepatch multitask --task flowers=data/flowers --task cars=data/cars --resolution 128 --out runs/mt
-    """
-    from edgepatch.workflows import multitask_command
-
-    tasks = [_task_option(value, resolution) for value in task_values]
-    result = multitask_command(backbone=backbone, alpha=alpha, weights=weights, tasks=tasks,
-                               private_spec=private_spec, epochs=epochs, lr=lr, batch_size=batch_size,
-                               seed=seed, out_dir=out_dir, strategy=strategy)
-    emit(result, as_json, _render_multitask)
-
-
-@main.command()
-@click.option("--data", "data_dir", required=True, help="One dataset of class folders.")
-@click.option("--resolutions", default="96,128,160,192,224", show_default=True,
-              help="Comma-separated input sizes; one task each.")
-@click.option("--private", "private_spec", default="scale_bias", show_default=True,
-              help="Kinds private per resolution, or 'none' for the all-shared baseline (no deltas).")
-@_training_options
-@expected_errors
-def multires(data_dir, resolutions, private_spec, backbone, alpha, weights, epochs, lr, batch_size, seed,
-             strategy, out_dir, as_json):
-    """Train one model for several input resolutions, a private S/B patch each (paper 5.4).
-
-    \b
-    Example:
-      edgepatch multires --data data/flowers --resolutions 96,128,160 --out runs/mr
-    """
-    from edgepatch.workflows import multitask_command
-
+def _resolution_list(value: str) -> list[int]:
     try:
-        sizes = [int(r) for r in _csv(resolutions)]
+        return [int(r) for r in _csv(value)]
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers. Received '{resolutions}'") from None
-    name = os.path.basename(os.path.normpath(data_dir))
-    tasks = [(f"{name}_{size}", data_dir, size) for size in sizes]
-    result = multitask_command(backbone=backbone, alpha=alpha, weights=weights, tasks=tasks,
-                               private_spec=private_spec, epochs=epochs, lr=lr, batch_size=batch_size,
-                               seed=seed, out_dir=out_dir, strategy=strategy)
-    emit(result, as_json, _render_multitask)
+        raise click.BadParameter(f"expected comma-separated integers. Received '{value}'",
+                                 param_hint="--resolutions") from None
+
+
+def _render_training(result: dict) -> None:
+    for t in result.get("tasks", [result]):
+        click.echo(f"{t['task']} @{t.get('resolution', '')}: train accuracy {t['train_accuracy']:.3f}, "
+                   f"test accuracy {t['test_accuracy']:.3f}")
+    for key in ("model", "base_checkpoint", "patch"):
+        if key in result:
+            click.echo(f"wrote {result[key]}")
+
+
+@main.command()
+@click.option("--mode", type=click.Choice(["transfer", "multitask", "multires"]), default="transfer",
+              show_default=True, help="transfer: one task, all but the patch frozen (paper 5.2). multitask: "
+              "several tasks, shared weights trained by all, a private patch each (5.3). multires: one "
+              "dataset, one task per --resolutions entry (5.4).")
+@click.option("--base", "backbone", default="mobilenet_v2", show_default=True, help="Backbone family.")
+@click.option("--alpha", default=1.0, show_default=True, type=float, help="Width multiplier.")
+@click.option("--resolution", default=224, show_default=True, type=int, help="Square input size.")
+@click.option("--weights", default="imagenet", show_default=True,
+              help="imagenet (Keras download) | none (random) | PATH to a .h5 no-top weights file "
+                   "or a .keras checkpoint to start from.")
+@click.option("--data", "data_dir", default=None,
+              help="transfer/multires: class folders, DIR/{train,test}/<class>/ or DIR/<class>/.")
+@click.option("--task", "task_values", multiple=True,
+              help="multitask: NAME=DIR or NAME=DIR@RESOLUTION, once per task; transfer: the task name.")
+@click.option("--resolutions", default="96,128,160", show_default=True, help="multires: input sizes, one task each.")
+@click.option("--patch", "patch_spec", default=None,
+              help="Kinds private to each task: scale_bias, depthwise, logits (comma-separated). Default: "
+                   "scale_bias,logits (multires: scale_bias; 'none' there is the all-shared baseline). In "
+                   "transfer, without logits the head stays at its random initial value (paper 5.2), and "
+                   "'full' fine-tunes everything into OUT/model.keras (no delta).")
+@click.option("--epochs", default=5, show_default=True, type=int)
+@click.option("--lr", default=None, type=float, help="Learning rate (default 1e-3; 1e-4 for full fine-tuning).")
+@click.option("--batch-size", default=32, show_default=True, type=int)
+@click.option("--bn-stats", default=None, help="transfer: BN statistics handling, frozen | reestimate | momentum "
+                                               "(default: frozen, measured best; see README).")
+@click.option("--bn-momentum", default=0.9, show_default=True, type=float, help="For --bn-stats momentum.")
+@click.option("--holdout", default=0.2, show_default=True, type=float, help="Test fraction when DIR has no test/.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--strategy", default="none", show_default=True,
+              help="tf.distribute: none | mirrored (all GPUs, or 2 CPU replicas) | multi_worker (TF_CONFIG).")
+@click.option("--out", "out_dir", required=True, help="Writes OUT/base.keras and OUT/<task>.patch per task; "
+              "a killed run restarted with the same OUT resumes from its last epoch.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@expected_errors
+def train(mode, backbone, alpha, resolution, weights, data_dir, task_values, resolutions, patch_spec, epochs, lr,
+          batch_size, bn_stats, bn_momentum, holdout, seed, strategy, out_dir, as_json):
+    """Train task patches: transfer, multi-task or multi-resolution.
+
+    \b
+    Examples:
+      edgepatch train --weights imagenet --resolution 128 --data flowers/ --out runs/flowers
+      edgepatch train --mode multitask --task flowers=flowers/ --task cars=cars/@160 --out runs/mt
+      edgepatch train --mode multires --data flowers/ --resolutions 96,128,160 --out runs/mr
+    """
+    from edgepatch.workflows import multitask_command, train_command
+
+    common = dict(backbone=backbone, alpha=alpha, weights=weights, epochs=epochs, lr=lr, batch_size=batch_size,
+                  seed=seed, out_dir=out_dir, strategy=strategy)
+    if mode != "multitask" and not data_dir:
+        raise click.UsageError(f"--mode {mode} needs --data")
+    if mode == "transfer":
+        if len(task_values) > 1:
+            raise click.BadParameter("transfer trains one task; give at most one --task NAME", param_hint="--task")
+        result = train_command(resolution=resolution, data_dir=data_dir, task_name=task_values[0] if task_values else None,
+                               patch_spec=patch_spec or "scale_bias,logits", bn_stats=bn_stats,
+                               bn_momentum=bn_momentum, holdout=holdout, **common)
+    else:
+        if mode == "multitask":
+            tasks = [_task_option(value, resolution) for value in task_values]
+        else:
+            name = os.path.basename(os.path.normpath(data_dir))
+            tasks = [(f"{name}_{size}", data_dir, size) for size in _resolution_list(resolutions)]
+        default_private = "scale_bias,logits" if mode == "multitask" else "scale_bias"
+        result = multitask_command(tasks=tasks, private_spec=patch_spec or default_private, **common)
+    emit(result, as_json, _render_training)
 
 
 @main.command()

@@ -93,16 +93,37 @@ def describe_patch(path: str) -> dict:
     }
 
 
+def describe_checkpoint(path: str) -> dict:
+    """Parameter counts of a Keras checkpoint per patch kind (imports TensorFlow, unlike the others)."""
+    from edgepatch.models import load_checkpoint
+    from edgepatch.patches import get_kind, kind_names
+    from edgepatch.sites import find_sites
+
+    _size(path)
+    model = load_checkpoint(path)
+    return {
+        "kind": "checkpoint",
+        "path": path,
+        "parameters": int(model.count_params()),
+        "parameters_by_kind": {name: get_kind(name).parameter_count(model) for name in kind_names()},
+        "sites": len(find_sites(model)),
+        "input_shape": list(model.inputs[0].shape[1:]),
+        "bytes": os.path.getsize(path),
+    }
+
+
 def describe_file(path: str, base_path: str | None = None) -> dict:
-    """Describe ``path`` by its extension: .tflite/.onnx, .delta or .patch."""
+    """Describe ``path`` by its extension: .tflite/.onnx, .delta, .patch or .keras."""
     extension = os.path.splitext(path)[1].lower()
+    if extension == ".keras":
+        return describe_checkpoint(path)
     if extension in (".tflite", ".onnx"):
         return describe_base(path)
     if extension == ".delta":
         return describe_delta(path, base_path)
     if extension == ".patch":
         return describe_patch(path)
-    raise UsageError(f"inspect reads .tflite, .onnx, .delta or .patch files. Received '{path}'")
+    raise UsageError(f"inspect reads .tflite, .onnx, .delta, .patch or .keras files. Received '{path}'")
 
 
 def render(info: dict) -> str:

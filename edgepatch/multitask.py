@@ -142,15 +142,18 @@ def _train_step(model, optimizer, strategy):
 
     def replica_step(images, labels):
         with tf.GradientTape() as tape:
-            loss = tf.nn.compute_average_loss(loss_fn(labels, model(images, training=True)))
+            logits = model(images, training=True)
+            loss = tf.nn.compute_average_loss(loss_fn(labels, logits))
         gradients = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-        return loss
+        hits = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), tf.cast(labels, tf.int64)), tf.float32))
+        return loss, hits, tf.cast(tf.shape(labels)[0], tf.float32)
 
     @tf.function
     def step(images, labels):
-        losses = strategy.run(replica_step, args=(images, labels))
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+        """Return (mean loss, correct predictions, examples) over all replicas."""
+        results = strategy.run(replica_step, args=(images, labels))
+        return tuple(strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for value in results)
 
     return step
 
@@ -191,17 +194,18 @@ def train_multitask(base, runs: list[TaskRun], config: MultiTaskConfig, strategy
     train_steps = [_train_step(m, o, strategy) for m, o in zip(models, optimizers)]
     epoch_done, manager = _checkpointing(models, optimizers, config.checkpoint_dir)
     for epoch in range(int(epoch_done.numpy()), config.epochs):
-        losses = np.zeros(len(runs))
+        totals = np.zeros((len(runs), 3))  # loss, correct, examples
         for _ in range(steps_per_round):
             for i, (iterator, step) in enumerate(zip(iterators, train_steps)):
                 images, labels = next(iterator)
-                losses[i] += float(step(images, labels))
+                totals[i] += [float(value) for value in step(images, labels)]
         epoch_done.assign(epoch + 1)
         if manager is not None:
             manager.save()
         if verbose:
-            summary = ", ".join(f"{r.info.name} {l / steps_per_round:.3f}" for r, l in zip(runs, losses))
-            print(f"epoch {epoch + 1}/{config.epochs}: loss {summary}", file=sys.stderr)
+            summary = ", ".join(f"{r.info.name} loss {t[0] / steps_per_round:.3f} accuracy {t[1] / t[2]:.3f}"
+                                for r, t in zip(runs, totals))
+            print(f"epoch {epoch + 1}/{config.epochs}: {summary}", file=sys.stderr)
     private = parse_kinds(config.private) if config.private else ()
     for run, model, dataset in zip(runs, models, datasets):
         if "scale_bias" in private:

@@ -70,7 +70,7 @@ def test_run_top_k_matches_keras(small_ship, tmp_path):
     "args, message",
     [
         (["inspect", "nope.delta"], "error: 'nope.delta' does not exist"),
-        (["inspect", "README.md"], "error: inspect reads .tflite, .onnx, .delta or .patch files. Received 'README.md'"),
+        (["inspect", "README.md"], "error: inspect reads .tflite, .onnx, .delta, .patch or .keras files. Received 'README.md'"),
         (["run", "--base", "x.bin", "--delta", "README.md", "img.png"], None),
     ],
 )
@@ -81,3 +81,28 @@ def test_expected_errors_are_one_line_exit_2(args, message):
     assert len(lines) == 1 and "Traceback" not in result.stderr
     if message is not None:
         assert lines[0] == message
+
+
+def test_training_input_errors_are_one_line(tmp_path):
+    empty = tmp_path / "data" / "train"
+    (empty / "a").mkdir(parents=True)
+    (empty / "b").mkdir(parents=True)
+    (tmp_path / "data" / "test" / "a").mkdir(parents=True)
+    (tmp_path / "data" / "test" / "b").mkdir(parents=True)
+    cases = [
+        (["train", "--mode", "multitask", "--task", f"a={tmp_path / 'nope'}", "--task", f"b={tmp_path}",
+          "--out", str(tmp_path / "o")], f"error: data directory '{tmp_path / 'nope'}' does not exist"),
+        (["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "o")],
+         f"error: class folder '{empty / 'a'}' holds no images (.jpg, .jpeg, .png, .bmp, .gif)"),
+        (["train", "--data", str(tmp_path / "data"), "--patch", "scale_bias,bogus", "--out", str(tmp_path / "o")],
+         "error: unknown patch kind 'bogus'. Allowed: scale_bias, depthwise, logits"),
+        (["train", "--mode", "multires", "--data", str(tmp_path / "data"), "--resolutions", "96,x",
+          "--out", str(tmp_path / "o")], None),
+    ]
+    for args, message in cases:
+        result = edgepatch(*args)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+        if message is not None:
+            assert lines == [message]

@@ -88,12 +88,12 @@ def test_bn_after_add_is_rejected_with_its_name():
     )
 
 
-def test_mobilenet_v2_patch_parameter_counts():
+def test_mobilenet_v2_patch_parameter_counts(tmp_path):
+    from edgepatch.describe import describe_file
     from edgepatch.models import build_classifier
-    from edgepatch.patches import get_kind
 
-    model = build_classifier(alpha=1.0, resolution=96, weights="none", num_classes=1000)
-    assert model.count_params() == 3_538_984
-    assert get_kind("scale_bias").parameter_count(model) == 34_112
-    assert get_kind("depthwise").parameter_count(model) == 64_224
-    assert get_kind("logits").parameter_count(model) == 1_281_000
+    path = str(tmp_path / "mobilenet_v2.keras")
+    build_classifier(alpha=1.0, resolution=96, weights="none", num_classes=1000).save(path)
+    info = describe_file(path)  # what `edgepatch inspect mobilenet_v2.keras` prints
+    assert info["parameters"] == 3_538_984
+    assert info["parameters_by_kind"] == {"scale_bias": 34_112, "depthwise": 64_224, "logits": 1_281_000}

@@ -1,0 +1,91 @@
+"""Training-step cost of a patch (S/B + last layer) vs full fine-tuning, side by side.
+
+Each variant runs in its own subprocess (so peak RSS is its own), alternating
+variants for ``--rounds`` rounds; the JSON reports median step times, peak
+RSS and their ratios.
+
+    python benchmarks/train_step.py --weights ../shared/weights/mobilenet_v2_1.0_224_no_top.h5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+VARIANTS = {"patch_sb_logits": ("scale_bias", "logits"), "full_finetune": ("full",)}
+
+
+def worker(variant: str, weights: str, resolution: int, batch: int, steps: int) -> dict:
+    """Time ``steps`` training steps of one variant (runs in the subprocess)."""
+    import resource
+
+    import keras
+    import numpy as np
+
+    from edgepatch.models import build_classifier
+    from edgepatch.patches import get_kind
+    from edgepatch.train import _freeze_outside, _statistics_frozen
+
+    model = build_classifier(alpha=1.0, resolution=resolution, weights=weights, num_classes=5)
+    trained = VARIANTS[variant]
+    _freeze_outside(model, trained)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (batch, resolution, resolution, 3)).astype("float32")
+    y = rng.integers(0, 5, batch)
+    frozen = _statistics_frozen(get_kind("scale_bias").layers(model)) if trained != ("full",) else None
+    times = []
+    with frozen if frozen is not None else open(os.devnull):
+        for _ in range(steps + 3):
+            start = time.perf_counter()
+            model.train_on_batch(x, y)
+            times.append(time.perf_counter() - start)
+    return {"step_ms": statistics.median(times[3:]) * 1e3,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", default="none")
+    parser.add_argument("--resolution", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "train_step.json"))
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.weights, args.resolution, args.batch, args.steps)))
+        return
+    runs: dict[str, list[dict]] = {name: [] for name in VARIANTS}
+    for _ in range(args.rounds):
+        for name in VARIANTS:  # interleaved, so machine noise hits both alike
+            done = subprocess.run([sys.executable, __file__, "--worker", name, "--weights", args.weights,
+                                   "--resolution", str(args.resolution), "--batch", str(args.batch),
+                                   "--steps", str(args.steps)], capture_output=True, text=True, check=True,
+                                  env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+            runs[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    summary = {name: {"step_ms": statistics.median(r["step_ms"] for r in rs),
+                      "peak_rss_mib": max(r["peak_rss_mib"] for r in rs)} for name, rs in runs.items()}
+    result = {
+        "settings": vars(args) | {"worker": None},
+        "variants": summary,
+        "runs": runs,
+        "step_ratio_patch_vs_full": summary["patch_sb_logits"]["step_ms"] / summary["full_finetune"]["step_ms"],
+        "rss_ratio_patch_vs_full": summary["patch_sb_logits"]["peak_rss_mib"] / summary["full_finetune"]["peak_rss_mib"],
+    }
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as handle:
+        json.dump(result, handle, indent=2)
+    print(json.dumps({k: result[k] for k in ("variants", "step_ratio_patch_vs_full", "rss_ratio_patch_vs_full")},
+                     indent=2))
+
+
+if __name__ == "__main__":
+    main()
