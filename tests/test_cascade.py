@@ -8,7 +8,6 @@ import os
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import small_cnn
 
 
