@@ -86,10 +86,10 @@ def _summary(times: list[float]) -> dict:
 
 
 def _open_base(spec: WorkerSpec):
-    from edgepatch.runtime import OnnxBase, TFLiteBase
+    from edgepatch.runtime import OnnxBase, load_base
 
     if spec.runtime == "tflite":
-        return TFLiteBase.from_file(spec.base, spec.threads)
+        return load_base(spec.base, spec.threads)  # float or int8, told apart by content
     return OnnxBase.from_file(spec.base, spec.threads, swap_mode=spec.onnx_swap)
 
 
@@ -123,7 +123,7 @@ def _swaps(base, spec: WorkerSpec, read_delta) -> dict:
 
 def measure(spec: WorkerSpec) -> dict:
     """Measure one configuration in this process (see the module docstring)."""
-    from edgepatch.runtime import read_delta
+    from edgepatch.runtime import read_task_delta as read_delta
 
     import_rss = _peak_rss_mib()
     image = np.random.default_rng(spec.seed).uniform(-1, 1, (1, spec.resolution, spec.resolution, 3)).astype(np.float32)

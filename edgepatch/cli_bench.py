@@ -69,16 +69,17 @@ def resolve_bases(base: str, runtimes: str | None) -> dict[str, str]:
 
 def _check_deltas(deltas: tuple[str, ...], bases: dict[str, str]) -> None:
     """Read each delta once here, so a bad one is one line before any measuring starts."""
-    from edgepatch.delta import read_delta
+    from edgepatch.runtime import read_task_delta
 
     with_sha = {}
     for runtime, path in bases.items():
         with open(path, "rb") as handle:
             with_sha[runtime] = hashlib.sha256(handle.read()).hexdigest()
     for path in deltas:
-        delta = read_delta(path)
+        delta = read_task_delta(path)
+        fingerprints = delta.base_sha256 if isinstance(delta.base_sha256, dict) else {"tflite": delta.base_sha256}
         for runtime, sha in with_sha.items():
-            if delta.base_sha256.get(runtime) != sha:
+            if fingerprints.get(runtime) != sha:
                 raise WrongBaseError(f"delta '{path}' (task '{delta.task.name}') was not made for the "
                                      f"{runtime} base '{bases[runtime]}'")
 

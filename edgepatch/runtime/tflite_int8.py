@@ -101,9 +101,13 @@ class TFLiteInt8Base(BaseFile):
                 f"{self.source}: tensor {index} shares its buffer, so it cannot be patched alone")
         return np.frombuffer(buffer, np.uint8, tensor.data_size, tensor.data_offset)
 
-    def apply(self, delta: Int8Delta | None) -> TFLiteRunner:
+    def apply(self, delta: Int8Delta | None, resolution: int | None = None) -> TFLiteRunner:
+        """A ready runner for ``delta``'s task (or the base task), allocated at ``resolution``."""
         start = time.perf_counter()
         model = bytes(self.patched_bytes(delta)) if delta is not None else self.bytes
         runner = TFLiteRunner(model, delta.task if delta else None, 0.0, self.num_threads)
+        size = resolution or (delta.task.resolution if delta else None)
+        if size:
+            runner.prepare((1, size, size, 3))
         runner.swap_seconds = time.perf_counter() - start
         return runner
