@@ -39,14 +39,14 @@ from edgepatch.errors import BaseModelError, UsageError
 from edgepatch.runtime.onnx_file import OnnxModel, parse_onnx
 from edgepatch.runtime.patching import (
     BytesPatcher,
+    PatchedBase,
     SiteSlots,
     Slot,
     check_fingerprint,
-    patch_buffer,
     require,
     sha256_hex,
 )
-from edgepatch.runtime.runner import BaseFile, TaskRunner
+from edgepatch.runtime.runner import TaskRunner
 
 SWAP_MODES = ("rebuild", "adapter")
 
@@ -102,7 +102,7 @@ class OnnxRunner(TaskRunner):
         return self._session.run(None, {self._input: images})[0]
 
 
-class OnnxBase(BaseFile):
+class OnnxBase(PatchedBase):
     """A shared .onnx base, read once; ``apply(delta)`` gives a task runner.
 
     Args:
@@ -138,12 +138,6 @@ class OnnxBase(BaseFile):
 
             self._adapter = AdapterSession(self.bytes, self.sites, num_threads, source)
 
-    def patched_bytes(self, delta: Delta) -> bytearray:
-        check_fingerprint(delta, self.format, self.sha256, self.source)
-        buffer = bytearray(self.bytes)
-        patch_buffer(buffer, self.bytes, self.sites, delta, self.format, self.source)
-        return buffer
-
     def apply(self, delta: Delta | None, resolution: int | None = None) -> TaskRunner:
         """A ready runner for ``delta``'s task, or for the base task when ``delta`` is None.
 
@@ -162,12 +156,6 @@ class OnnxBase(BaseFile):
         elif delta is None:
             runner = OnnxRunner(self.bytes, None, 0.0, self.num_threads)
         else:
-            model, buffer = self._patcher.patch(delta)
-            try:
-                runner = OnnxRunner(model, delta.task, 0.0, self.num_threads)
-            except BaseException:
-                self._patcher.pool.give_back(buffer)
-                raise
-            self._patcher.pool.lend(buffer, runner)
+            runner = self._patched_runner(delta, lambda model: OnnxRunner(model, delta.task, 0.0, self.num_threads))
         runner.swap_seconds = time.perf_counter() - start
         return runner

@@ -47,6 +47,7 @@ import numpy as np
 from edgepatch.delta import Delta
 from edgepatch.errors import BaseModelError, ShapeMismatchError, WrongBaseError
 from edgepatch.runtime.layouts import OUT_AXIS, pad_head, to_runtime
+from edgepatch.runtime.runner import BaseFile
 
 
 @dataclass(frozen=True)
@@ -271,6 +272,31 @@ class BytesPatcher:
             self.pool.give_back(buffer)
             raise
         return buffer.model_bytes(), buffer
+
+
+class PatchedBase(BaseFile):
+    """What the float bases share: ``patched_bytes`` and building a runner on a lent buffer.
+
+    Subclasses set ``format``, ``bytes``, ``source``, ``sha256``, ``sites`` and ``_patcher``.
+    """
+
+    def patched_bytes(self, delta: Delta) -> bytearray:
+        """The base bytes with ``delta`` applied (checks the fingerprint, names and shapes)."""
+        check_fingerprint(delta, self.format, self.sha256, self.source)
+        buffer = bytearray(self.bytes)
+        patch_buffer(buffer, self.bytes, self.sites, delta, self.format, self.source)
+        return buffer
+
+    def _patched_runner(self, delta: Delta, make_runner):
+        """``make_runner(model_bytes)`` on a pooled buffer holding the task; the runner keeps the buffer."""
+        model, buffer = self._patcher.patch(delta)
+        try:
+            runner = make_runner(model)
+        except BaseException:
+            self._patcher.pool.give_back(buffer)
+            raise
+        self._patcher.pool.lend(buffer, runner)
+        return runner
 
 
 def require(condition: bool, message: str) -> None:

@@ -32,14 +32,14 @@ from edgepatch.delta import Delta
 from edgepatch.errors import BaseModelError
 from edgepatch.runtime.patching import (
     BytesPatcher,
+    PatchedBase,
     SiteSlots,
     Slot,
     check_fingerprint,
-    patch_buffer,
     require,
     sha256_hex,
 )
-from edgepatch.runtime.runner import BaseFile, TaskRunner
+from edgepatch.runtime.runner import TaskRunner
 from edgepatch.runtime.tflite_file import TFLiteModel, parse_tflite
 
 SITE_OPS = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "depthwise", "FULLY_CONNECTED": "dense"}
@@ -140,7 +140,7 @@ class TFLiteRunner(TaskRunner):
         return self._interpreter.get_tensor(self._output).copy()
 
 
-class TFLiteBase(BaseFile):
+class TFLiteBase(PatchedBase):
     """A shared .tflite base, read once; ``apply(delta)`` gives a task runner.
 
     Args:
@@ -161,13 +161,6 @@ class TFLiteBase(BaseFile):
         self.sites = tflite_sites(parse_tflite(self.bytes, source), source)
         self._patcher = BytesPatcher(self.bytes, self.sites, self.format, source)
 
-    def patched_bytes(self, delta: Delta) -> bytearray:
-        """The base bytes with ``delta`` applied (checks the fingerprint, names and shapes)."""
-        check_fingerprint(delta, self.format, self.sha256, self.source)
-        buffer = bytearray(self.bytes)
-        patch_buffer(buffer, self.bytes, self.sites, delta, self.format, self.source)
-        return buffer
-
     def apply(self, delta: Delta | None, resolution: int | None = None) -> TFLiteRunner:
         """A ready runner for ``delta``'s task, or for the base task itself when ``delta`` is None.
 
@@ -184,13 +177,7 @@ class TFLiteBase(BaseFile):
             runner = TFLiteRunner(self.bytes, None, 0.0, self.num_threads)
         else:
             check_fingerprint(delta, self.format, self.sha256, self.source)
-            model, buffer = self._patcher.patch(delta)
-            try:
-                runner = TFLiteRunner(model, delta.task, 0.0, self.num_threads)
-            except BaseException:
-                self._patcher.pool.give_back(buffer)
-                raise
-            self._patcher.pool.lend(buffer, runner)
+            runner = self._patched_runner(delta, lambda model: TFLiteRunner(model, delta.task, 0.0, self.num_threads))
         size = resolution or (delta.task.resolution if delta is not None else None)
         if size:
             runner.prepare((1, size, size, 3))
