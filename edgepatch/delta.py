@@ -1,7 +1,9 @@
 """The edgepatch tensor file format, version 1: deltas and training patches.
 
 This docstring is the specification. A reader in another language must be
-writable from it alone; the Python code below follows it step by step.
+writable from it alone. The Python code follows it step by step: the
+container (layout, header, steps 1-10) in ``edgepatch/tensorfile.py``, the
+delta layer (step 11) below.
 
 Layout
 ------
