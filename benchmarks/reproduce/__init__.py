@@ -1,0 +1,33 @@
+"""Reproduce the paper's claims at CPU scale on real photos (issue 8).
+
+Run from the repository root::
+
+    .venv/bin/python -m benchmarks.reproduce --quick \\
+        --weights ../shared/weights/mobilenet_v2_1.0_224_no_top.h5 --data ../shared/data/flowers5
+
+``--quick`` (about 10 minutes on 2 idle cores) previews every experiment
+with fewer seeds, learning rates, epochs and pixels; the default full mode
+(about 60 minutes) is the one whose verdicts the report states as results.
+``--data-large ../shared/data/flowers5_large`` adds the "more data" regime
+(about 15 minutes more).
+
+Every number comes from the project's own training API
+(``edgepatch.models.build_classifier``, ``edgepatch.train.train``,
+``edgepatch.multitask.train_multitask``); this package only schedules runs,
+caches decoded images between them, and writes:
+
+- ``OUT/results.json``: the plan, the environment and one record per run
+  (schema ``SCHEMA``); it is rewritten after every run, and a rerun with the
+  same ``--out`` skips runs already recorded there;
+- ``OUT/REPORT.md``: the tables, the paper's numbers beside ours and one
+  verdict per claim;
+- ``OUT/accuracy_vs_parameters.png``: test accuracy vs trained parameters,
+  and accuracy vs learning rate.
+
+Modules: ``plan`` (what each mode runs), ``datasets`` (decode cache, the
+derived far-domain dataset), ``runs`` (one run through the API),
+``experiments`` (the schedule), ``tables`` (aggregation and verdicts),
+``paper`` (quoted figures), ``report`` (Markdown and plot).
+"""
+
+SCHEMA = "edgepatch-reproduce/1"
