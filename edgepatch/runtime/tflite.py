@@ -24,6 +24,7 @@ allocated for the task's resolution, so XNNPACK has packed the weights and
 
 from __future__ import annotations
 
+import importlib
 import time
 
 import numpy as np
@@ -45,22 +46,19 @@ from edgepatch.runtime.tflite_file import TFLiteModel, parse_tflite
 SITE_OPS = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "depthwise", "FULLY_CONNECTED": "dense"}
 
 
+# Where an Interpreter class may come from, in order of preference. TensorFlow's is the
+# deprecated last resort, imported only when neither LiteRT nor tflite_runtime is installed.
+INTERPRETER_MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite")
+
+
 def interpreter_class():
     """LiteRT's Interpreter, else tflite_runtime's, else TensorFlow's (deprecated)."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
+    for module in INTERPRETER_MODULES:
         try:
-            from tflite_runtime.interpreter import Interpreter
+            return importlib.import_module(module).Interpreter
         except ImportError:
-            try:
-                import tensorflow as tf
-            except ImportError:
-                raise BaseModelError(
-                    "no TFLite interpreter: install ai-edge-litert (pip install 'edgepatch[runtime]')"
-                ) from None
-            Interpreter = tf.lite.Interpreter
-    return Interpreter
+            continue
+    raise BaseModelError("no TFLite interpreter: install ai-edge-litert (pip install 'edgepatch[runtime]')")
 
 
 def _float_slot(model: TFLiteModel, index: int, readers: dict[int, int], source: str) -> Slot:
