@@ -9,7 +9,7 @@ Run from the repository root::
 with fewer seeds, learning rates, epochs and pixels; the default full mode
 (about 60 minutes) is the one whose verdicts the report states as results.
 ``--data-large ../shared/data/flowers5_large`` adds the "more data" regime
-(about 15 minutes more).
+(about 10 minutes more). Measured figures are in each report's Setup.
 
 Every number comes from the project's own training API
 (``edgepatch.models.build_classifier``, ``edgepatch.train.train``,

@@ -60,7 +60,7 @@ def sb_near_full(results: dict) -> list[Verdict]:
         ours = f"full - S/B+last: {differences_text(gaps)}"
         if ratio is not None:
             ours += f"; S/B+last trains {100 * ratio:.1f}% of full's parameters"
-        verdicts.append(Verdict("S/B + last within 5 points of full fine-tuning at < 10% of its trained parameters",
+        verdicts.append(Verdict("S/B + last at most 5 points below full fine-tuning, at < 10% of its trained parameters",
                                 f"{role} ({name})", "Flowers-102: 90.4 vs 93.3 at 1% of the parameters (table 2)",
                                 ours, verdict, _seeds(gaps)))
     return verdicts
@@ -156,11 +156,14 @@ def multitask(results: dict) -> list[Verdict]:
             break
         task = runs["sb+last private"][0]["results"][index]["dataset"]
         diff = paired(per_task("sb+last private"), per_task("last private"))
+        reestimated = paired(per_task("sb+last private"),
+                             task_accuracies(runs["last private"], index, baseline=False))
         verdicts.append(Verdict("multi-task: S/B + last private beats last layer private", task,
-                                "+5.8 ImageNet, +2.9 Places365 (table 4)", differences_text(diff),
-                                beats_by(diff, 0.0), _seeds(diff)))
+                                "+5.8 ImageNet, +2.9 Places365 (table 4)",
+                                f"{differences_text(diff)}; against re-estimated statistics only: "
+                                f"{differences_text(reestimated)}", beats_by(diff, 0.0), _seeds(diff)))
         gap = paired(per_task("independent"), per_task("sb+last private"))
-        verdicts.append(Verdict("multi-task: S/B + last private within 3 points of independent models", task,
+        verdicts.append(Verdict("multi-task: S/B + last private at most 3 points below independent models", task,
                                 "-1.6 ImageNet, +0.1 Places365 (table 4)",
                                 f"independent - private: {differences_text(gap)}", within(gap, 3.0), _seeds(gap)))
     return verdicts
@@ -176,13 +179,16 @@ def multires(results: dict) -> list[Verdict]:
     verdicts, worst = [], HELD
     lines = []
     for index, task in enumerate(private[0]["results"]):
-        diff = paired(task_accuracies(private, index, baseline=False), task_accuracies(shared, index, baseline=True))
+        ours = task_accuracies(private, index, baseline=False)
+        diff = paired(ours, task_accuracies(shared, index, baseline=True))
+        reestimated = paired(ours, task_accuracies(shared, index, baseline=False))
         verdict = _not_worse(diff)
         worst = NOT_HELD if verdict == NOT_HELD else worst
         lines.append(f"{task['resolution']} px: {differences_text(diff)}")
         verdicts.append(Verdict("multi-resolution: private S/B >= all shared", f"{task['resolution']} px",
-                                "+0.7 to +7.7 points at 96-224 px (table 5)", differences_text(diff), verdict,
-                                _seeds(diff)))
+                                "+0.7 to +7.7 points at 96-224 px (table 5)",
+                                f"{differences_text(diff)}; against re-estimated statistics only: "
+                                f"{differences_text(reestimated)}", verdict, _seeds(diff)))
     seeds = tuple(sorted({r["seed"] for r in private} & {r["seed"] for r in shared}))
     verdicts.insert(0, Verdict("multi-resolution: private S/B >= all shared at every resolution", "all",
                                "+0.7 to +7.7 points at 96-224 px (table 5)", "; ".join(lines), worst, seeds))

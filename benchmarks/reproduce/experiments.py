@@ -2,7 +2,8 @@
 
 Experiment names (``EXPERIMENTS``) follow issue 8:
 
-1. ``transfer``  - six variants on the near and far datasets, an LR sweep each;
+1. ``transfer``  - six variants on the near dataset and ``plan.far_variants`` on the far one,
+   an LR sweep each;
 2. ``lr``        - accuracy vs learning rate (the sweep of 1, no extra runs);
 3. ``random``    - a random backbone;
 4. ``bn``        - BN statistics: frozen, re-estimated, learned;

@@ -61,6 +61,8 @@ def _transfer_table(results: dict, role: str, name: str) -> str:
         row += [paper.TABLE2.get(variant) or paper.FIGURE3.get(variant, "-"), runs[0]["resolution"],
                 runs[0]["epochs"], _seeds(runs)]
         rows.append(row)
+    if not rows:
+        return "Not run."
     header = ["variant", "trained params", "% of full", "LR sweep (seed-0 test %)", "LR", "test top-1 %",
               "train %"]
     header += ["anchor, 128 px 5 ep (Δ ours)"] if near else []
@@ -249,14 +251,15 @@ def render_report(results: dict) -> str:
         "## Setup", _setup(results),
         "## Verdicts",
         ("Rules: an ordering \"A beats B by ≥ t\" is *held* when the mean paired (same-seed) difference is ≥ t and A "
-        "wins on every seed, *mixed* when only the mean reaches t, *not held* otherwise. \"Within t\" is *held* when "
-        "the mean and every seed's gap are ≤ t. \"≥\" claims compare the mean paired difference with 0."),
+        "wins on every seed, *mixed* when only the mean reaches t, *not held* otherwise. \"A at most t below B\" is "
+        "*held* when the mean and every seed's gap B − A are ≤ t. \"≥\" claims compare the mean paired difference with 0."),
         _verdict_table(verdicts),
         "### Where we disagree with the paper", _disagreements(verdicts),
         f"![accuracy vs trained parameters]({PLOT_NAME})",
     ]
     for number, (role, name) in enumerate(((r, n) for r, n in results["roles"].items() if n), start=1):
-        sections += [f"## 1.{number} Transfer [5.2, table 2, fig. 3]: {role} domain, `{name}`",
+        regime = {"near": "near domain", "far": "far domain", "large": "more data"}[role]
+        sections += [f"## 1.{number} Transfer [5.2, table 2, fig. 3]: {regime}, `{name}`",
                      _transfer_table(results, role, name)]
     sections += [
         "## 2. Learning rate [appendix B.2, fig. 9]", f"Paper: {paper.FIGURE9}.", _lr_table(results),

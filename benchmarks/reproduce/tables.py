@@ -7,8 +7,9 @@ Verdict rules (stated in the report too):
   difference (same seed) is >= t and A beats B on every seed; **mixed**
   when the mean reaches t but some seed does not have A > B; **not held**
   when the mean misses t;
-- "A within t points of B" is **held** when the mean gap is <= t and every
-  seed's gap is <= t; **mixed** when only the mean is; **not held** otherwise;
+- "A at most t points below B" is **held** when the mean gap B - A is <= t
+  and every seed's gap is <= t; **mixed** when only the mean is; **not held**
+  otherwise;
 - a claim with no runs is **not run**.
 """
 
