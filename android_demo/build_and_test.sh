@@ -75,11 +75,14 @@ main() {
     java -Dedgepatch.testdata="$LIB/testdata" -cp "$BUILD/classes:$BUILD/test:$junit" \
         org.junit.runner.JUnitCore "${tests[@]}"
 
-    # The command-line front end the Python test drives, on one golden case.
+    # The command-line front end the Python test drives, on one float and one int8 golden case.
     local out="$BUILD/cli-smoke.tflite"
     java -cp "$BUILD/classes:$BUILD/tools" dev.edgepatch.patchloader.tools.PatchCli apply \
         "$LIB/testdata/base.tflite" "$LIB/testdata/gamma.delta" "$out" >/dev/null
     cmp "$out" "$LIB/testdata/expected/gamma.tflite"
+    java -cp "$BUILD/classes:$BUILD/tools" dev.edgepatch.patchloader.tools.PatchCli apply \
+        "$LIB/testdata/base_int8_compact.tflite" "$LIB/testdata/gamma_compact.int8.delta" "$out" >/dev/null
+    cmp "$out" "$LIB/testdata/expected/gamma_compact.int8.tflite"
     log "OK: JUnit passed; patchcli output equals Python's bytes"
 }
 

@@ -88,6 +88,8 @@ def check_parity(keras_model, runner, resolution: int) -> tuple[float, float]:
     return float(np.max(np.abs(runner.predict(images) - expected))), max(1.0, float(np.max(np.abs(expected))))
 
 
+INT8_DELTA_MODES = ("auto", "compact", "exact")
+
 def convert(
     model_path: str,
     patch_paths: list[str],
@@ -97,11 +99,14 @@ def convert(
     head_width: int | None = None,
     quantize: str | None = None,
     calibration_dir: str | None = None,
+    int8_delta: str = "auto",
 ) -> ConvertResult:
     """Emit ``base.<fmt>`` for each format and ``<task>.delta`` per patch into ``out_dir``.
 
     With ``quantize="int8"`` also ``base_int8.tflite`` and ``<task>.int8.delta``, each
-    calibrated on ``calibration_dir/<task>/`` (``calibration_dir/base/`` for the base).
+    calibrated on ``calibration_dir/<task>/`` (``calibration_dir/base/`` for the base);
+    ``int8_delta`` is ``"compact"`` (refold codes), ``"exact"`` (see ``edgepatch.int8_delta``) or
+    ``"auto"``: compact where it reproduces the task's own int8 model (``converters.quantize.emit_int8``).
     """
     from converters.export_onnx import export_onnx_base
     from converters.export_tflite import export_tflite_base
@@ -112,6 +117,8 @@ def convert(
     if quantize not in (None, "int8") or (quantize and not calibration_dir):
         raise UsageError(f"quantize must be 'int8' with a calibration directory. Received quantize={quantize!r}, "
                          f"calibration={calibration_dir!r}")
+    if int8_delta not in INT8_DELTA_MODES:
+        raise UsageError(f"int8_delta must be one of {', '.join(INT8_DELTA_MODES)}. Received int8_delta={int8_delta!r}")
     base = load_checkpoint(model_path)
     sites = find_sites(base)
     base_folded = fold_batchnorm(base)
@@ -160,7 +167,7 @@ def convert(
             # A task records its preprocessing; a base converted alone uses the backbone default.
             preprocessing = patches[0].task.preprocessing if patches else BACKBONES["mobilenet_v2"].preprocessing
             result.int8 = emit_int8(stage, build_folded_model(base, base_folded, width), int8_tasks,
-                                    calibration_dir, resolution, preprocessing)
+                                    calibration_dir, resolution, preprocessing, int8_delta)
         replace_dir(stage, out_dir)
         return result
     except BaseException:

@@ -138,9 +138,14 @@ def train(mode, backbone, alpha, resolution, weights, data_dir, task_values, res
               help="Also emit an int8 base (base_int8.tflite) and <task>.int8.delta files.")
 @click.option("--calibration", "calibration_dir", default=None,
               help="For --quantize: DIR/base/ and DIR/<task>/ hold each one's calibration images.")
+@click.option("--int8-delta", "int8_delta", type=click.Choice(["auto", "compact", "exact"]), default="auto",
+              show_default=True, help="For --quantize: conv scales and biases as refold codes (compact: about an "
+              "eighth of the bytes, near int8 precision), bit-exact, or auto: compact where it agrees with the "
+              "task's own int8 model on 99% of its calibration images, else exact.")
 @click.option("--json", "as_json", is_flag=True)
 @expected_errors
-def convert(model_path, patch_list, out_dir, formats, dtype, head_width, quantize, calibration_dir, as_json):
+def convert(model_path, patch_list, out_dir, formats, dtype, head_width, quantize, calibration_dir, int8_delta,
+            as_json):
     """Fold BN and emit ONE shared base (.tflite/.onnx) plus one delta per task.
 
     \b
@@ -150,7 +155,7 @@ def convert(model_path, patch_list, out_dir, formats, dtype, head_width, quantiz
     from edgepatch.workflows import convert_command
 
     result = convert_command(model_path, _csv(patch_list), out_dir, tuple(_csv(formats)), dtype, head_width,
-                             quantize, calibration_dir)
+                             quantize, calibration_dir, int8_delta)
     emit(result, as_json, lambda r: click.echo("\n".join(
         [f"base.{fmt}: {n:,} bytes" for fmt, n in r["base_bytes"].items()]
         + [f"{t['name']}.delta: {t['delta_bytes']:,} bytes, parity max-abs "

@@ -3,9 +3,11 @@
 1. write a procedural dataset labelled three ways (``demo_data``);
 2. pretrain a small MobileNetV2 on the ``shapes`` labels: the shared base;
 3. train a scale-and-bias + logits patch for ``colors`` and ``quadrants``;
-4. convert to one .tflite and one .onnx base plus one delta per task;
-5. evaluate every task on Keras, LiteRT and ONNX Runtime, and report sizes
-   and runtime-vs-Keras parity.
+4. convert to one .tflite and one .onnx base plus one delta per task, and
+   an int8 base plus one compact int8 delta per task (calibrated on each
+   task's training images);
+5. evaluate every task on Keras, LiteRT (float and int8) and ONNX Runtime,
+   and report sizes and runtime-vs-Keras parity.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def run_demo(out_dir: str, quick: bool = False) -> dict:
     from edgepatch.demo_data import write_datasets
     from edgepatch.models import BACKBONES, build_classifier, with_new_head
     from edgepatch.patchfile import read_patch, write_patch
-    from edgepatch.runtime import OnnxBase, TFLiteBase, read_delta
+    from edgepatch.runtime import OnnxBase, TFLiteBase, load_base, read_delta, read_task_delta
     from edgepatch.train import TrainConfig, train
 
     settings = QUICK if quick else DemoSettings()
@@ -101,9 +103,14 @@ def run_demo(out_dir: str, quick: bool = False) -> dict:
         logits_only[name] = transfer(name, ("logits",)).test_accuracy  # the baseline the paper beats
 
     ship = os.path.join(out_dir, "ship")
-    converted = convert(base_path, patch_paths, ship)
+    calibration = os.path.join(out_dir, "calibration")
+    os.makedirs(calibration)
+    for name, source in (("base", PRETRAIN_TASK), *((t, t) for t in TRANSFER_TASKS)):
+        os.symlink(os.path.abspath(os.path.join(data_dirs[source], "train")), os.path.join(calibration, name))
+    converted = convert(base_path, patch_paths, ship, quantize="int8", calibration_dir=calibration)
     runtimes = {"tflite": TFLiteBase.from_file(converted.base_files["tflite"]),
                 "onnx": OnnxBase.from_file(converted.base_files["onnx"])}
+    int8_base = load_base(os.path.join(ship, "base_int8.tflite"))
     tasks = []
     for name in (PRETRAIN_TASK, *TRANSFER_TASKS):
         info = task_info(name, splits[name])
@@ -115,6 +122,9 @@ def run_demo(out_dir: str, quick: bool = False) -> dict:
             keras_model = task_model(base, read_patch(patch_paths[TRANSFER_TASKS.index(name)]), name)
             delta_bytes = converted.delta_bytes[name]
         runners = {fmt: runtime.apply(delta) for fmt, runtime in runtimes.items()}
+        int8_delta = None if delta is None else read_task_delta(os.path.join(ship, f"{name}.int8.delta"))
+        int8_runner = int8_base.apply(int8_delta, settings.resolution)
+        int8_bytes = 0 if delta is None else converted.int8["deltas"][name]["bytes"]
         keras_logits = np.asarray(keras_model(images[:8], training=False))
         tasks.append({
             "name": name,
@@ -125,7 +135,11 @@ def run_demo(out_dir: str, quick: bool = False) -> dict:
             "accuracy": {
                 "keras": _accuracy(lambda x: np.asarray(keras_model(x, training=False)), images, labels),
                 **{fmt: _accuracy(r.predict, images, labels) for fmt, r in runners.items()},
+                "int8": _accuracy(int8_runner.predict, images, labels),
             },
+            "int8_delta_bytes": int8_bytes,
+            "int8_delta_mode": None if delta is None else converted.int8["deltas"][name]["mode"],
+            "int8_percent_of_base": 100.0 * int8_bytes / converted.int8["base_bytes"],
             "parity_max_abs": {
                 fmt: float(np.max(np.abs(r.predict(images[:8])[:, : keras_logits.shape[1]] - keras_logits)))
                 for fmt, r in runners.items()
@@ -136,7 +150,7 @@ def run_demo(out_dir: str, quick: bool = False) -> dict:
     return {
         "out_dir": out_dir,
         "settings": settings.__dict__,
-        "base_bytes": converted.base_bytes,
+        "base_bytes": {**converted.base_bytes, "tflite_int8": converted.int8["base_bytes"]},
         "base_files": converted.base_files,
         "tasks": tasks,
         "seconds": time.perf_counter() - started,
@@ -144,16 +158,18 @@ def run_demo(out_dir: str, quick: bool = False) -> dict:
 
 
 def render(report: dict) -> str:
-    header = (f"{'task':<10} {'role':<6} {'keras':>6} {'tflite':>6} {'onnx':>6} {'logits-only':>11} "
-              f"{'delta bytes':>12} {'% base':>7} {'parity tflite':>13} {'parity onnx':>11}")
+    header = (f"{'task':<10} {'role':<6} {'keras':>6} {'tflite':>6} {'onnx':>6} {'int8':>6} {'logits-only':>11} "
+              f"{'delta bytes':>12} {'% base':>7} {'int8 delta':>10} {'% base':>7} {'parity tflite':>13} "
+              f"{'parity onnx':>11}")
     lines = ["test accuracy per runtime (logits-only: the same task trained with the last layer alone)",
              header, "-" * len(header)]
     for t in report["tasks"]:
         a, p = t["accuracy"], t["parity_max_abs"]
         baseline = "-" if t["logits_only_accuracy"] is None else f"{t['logits_only_accuracy']:.3f}"
         lines.append(
-            f"{t['name']:<10} {t['role']:<6} {a['keras']:>6.3f} {a['tflite']:>6.3f} {a['onnx']:>6.3f} {baseline:>11} "
-            f"{t['delta_bytes']:>12,} {t['percent_of_base']:>6.2f}% {p['tflite']:>13.1e} {p['onnx']:>11.1e}"
+            f"{t['name']:<10} {t['role']:<6} {a['keras']:>6.3f} {a['tflite']:>6.3f} {a['onnx']:>6.3f} {a['int8']:>6.3f} "
+            f"{baseline:>11} {t['delta_bytes']:>12,} {t['percent_of_base']:>6.2f}% {t['int8_delta_bytes']:>10,} "
+            f"{t['int8_percent_of_base']:>6.2f}% {p['tflite']:>13.1e} {p['onnx']:>11.1e}"
         )
     sizes = ", ".join(f"{fmt} {n:,} bytes" for fmt, n in report["base_bytes"].items())
     lines.append(f"shared base: {sizes}; finished in {report['seconds']:.0f} s; outputs in {report['out_dir']}")

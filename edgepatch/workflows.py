@@ -143,12 +143,13 @@ def _save_model_atomic(model, path: str) -> None:
 
 
 def convert_command(model_path, patch_paths, out_dir, formats, dtype, head_width, quantize=None,
-                    calibration_dir=None) -> dict:
+                    calibration_dir=None, int8_delta="auto") -> dict:
     """Run the converters; return sizes, fingerprints and parity per task."""
     _quiet_tensorflow()
     from converters.convert import convert
 
-    result = convert(model_path, patch_paths, out_dir, formats, dtype, head_width, quantize, calibration_dir)
+    result = convert(model_path, patch_paths, out_dir, formats, dtype, head_width, quantize, calibration_dir,
+                     int8_delta)
     return {
         "out_dir": result.out_dir,
         "base_files": result.base_files,

@@ -3,7 +3,11 @@
 Python converts small bases and deltas; the Java command-line front end patches them.
 The Java bytes must equal ``TFLiteBase(base).patched_bytes(delta)`` exactly, LiteRT must
 run them with the Keras task model's outputs, and Java must reject bad files with the
-same error class and message as Python. Skipped only when no JDK (``javac``) is present.
+same error class and message as Python. Int8 bases and deltas (exact and compact) too:
+the Java bytes must equal ``TFLiteInt8Base(base).patched_bytes(delta)``, run in LiteRT
+exactly like Python's, and several hundred damaged int8 deltas must get Python's outcome
+(the same patched bytes, or the same error class and message). Skipped only when no JDK
+(``javac``) is present.
 """
 
 from __future__ import annotations
@@ -22,7 +26,10 @@ from conftest import REPO, make_patch, small_cnn
 
 from edgepatch.delta import encode_delta, read_delta
 from edgepatch.errors import EdgepatchError
+from edgepatch.int8_delta import read_int8_delta
+from edgepatch.runtime import read_task_delta
 from edgepatch.runtime.tflite import TFLiteBase, interpreter_class
+from edgepatch.runtime.tflite_int8 import TFLiteInt8Base
 
 LOADER = os.path.join(REPO, "android_demo", "patchloader")
 JAVAC = shutil.which("javac")
@@ -206,7 +213,7 @@ def _bad_headers(text: bytes) -> dict[str, bytes]:
 
 def _python_outcome(path: str) -> dict:
     try:
-        read_delta(path)
+        read_task_delta(path)  # patchcli verify reads either kind of delta
     except EdgepatchError as error:
         return {"error": type(error).__name__.replace("Error", "Exception"), "message": str(error)}
     return {"task": "ok"}
@@ -261,3 +268,154 @@ def test_cli_usage_errors_exit_2(classpath):
     result = patchcli(classpath, "apply", "only-one-argument")
     assert result.returncode == 2
     assert result.stderr.startswith("usage: patchcli apply BASE.tflite TASK.delta OUT.tflite")
+
+
+@pytest.fixture(scope="module")
+def int8_ships(small_ship, tmp_path_factory) -> dict[str, tuple[str, str]]:
+    """small_ship's gamma converted to int8, once per delta mode: mode -> (int8 base, int8 delta)."""
+    from PIL import Image
+
+    from converters.convert import convert
+
+    ship, _ = small_ship
+    root = tmp_path_factory.mktemp("android_int8")
+    rng = np.random.default_rng(1)
+    for name in ("base", "gamma"):
+        folder = root / "calibration" / name / "any_class"
+        folder.mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    ships = {}
+    for mode in ("exact", "compact"):
+        convert(str(ship.parent / "base.keras"), [str(ship.parent / "gamma.patch")], str(root / mode),
+                formats=("tflite",), quantize="int8", calibration_dir=str(root / "calibration"), int8_delta=mode)
+        ships[mode] = (str(root / mode / "base_int8.tflite"), str(root / mode / "gamma.int8.delta"))
+    return ships
+
+
+def python_int8_patched(base: str, delta: str) -> bytes:
+    return bytes(TFLiteInt8Base(_read(base), base).patched_bytes(read_int8_delta(delta)))
+
+
+@pytest.mark.parametrize("mode", ["exact", "compact"])
+def test_java_int8_bytes_equal_python_and_run_identically_in_litert(classpath, int8_ships, small_ship, mode,
+                                                                      tmp_path):
+    from converters.convert import parity_inputs
+
+    base, delta = int8_ships[mode]
+    refolds = read_int8_delta(delta).refolds
+    assert bool(refolds) == (mode == "compact"), "the compact delta re-folds from codes, the exact one does not"
+    java = java_patched(classpath, base, delta, str(tmp_path / "java.tflite"))
+    python = python_int8_patched(base, delta)
+    assert len(java) == len(python)
+    if java != python:
+        first = next(i for i, (a, b) in enumerate(zip(java, python)) if a != b)
+        pytest.fail(f"int8 {mode}: Java and Python bytes differ first at offset {first}")
+
+    images = parity_inputs(32)
+    got = litert_logits(java, images, 3)
+    assert np.array_equal(got, litert_logits(python, images, 3))
+    assert not np.array_equal(got, litert_logits(_read(base), images, 3)), "the delta changed no output"
+    expected = np.asarray(small_ship[1](images, training=False))
+    assert np.max(np.abs(got - expected)) <= 0.1 * np.max(np.abs(expected))  # int8 rounding, not a wrong patch
+
+
+def _resigned(data: bytes) -> bytes:
+    return bytes(data[:-32]) + hashlib.sha256(bytes(data[:-32])).digest()
+
+
+def _int8_mutants(good: bytes, count: int, seed: int) -> dict[str, bytes]:
+    """Damaged copies of an int8 delta, each with a valid container: payload bit flips, meta integers
+    moved off by one (or far), and extreme scales, bias steps and Rice parameters."""
+    from edgepatch.tensorfile import decode_tensor_file, encode_tensor_file
+
+    rng = np.random.default_rng(seed)
+    start = 16 + struct.unpack_from("<I", good, 12)[0]
+    mutants = {}
+    for i in range(count):
+        data = bytearray(good)
+        for _ in range(int(rng.integers(1, 4))):
+            data[int(rng.integers(start, len(good) - 32))] ^= 1 << int(rng.integers(8))
+        mutants[f"flip{i}"] = _resigned(data)
+    stored = decode_tensor_file(good, "int8_delta")
+
+    def edited(change) -> bytes:
+        meta = json.loads(json.dumps(stored.meta))
+        tensors = {name: np.array(array) for name, array in stored.tensors.items()}
+        change(meta, tensors)
+        return encode_tensor_file("int8_delta", tensors, meta)
+
+    def set_meta(key, row, column, value):
+        return lambda meta, tensors: meta[key][row].__setitem__(column, value)
+
+    def set_tensor(name, index, value):
+        return lambda meta, tensors: tensors[name].reshape(-1).__setitem__(index, value)
+
+    for key in ("quant", "refold"):
+        for row, entry in enumerate(stored.meta[key]):
+            for column, value in enumerate(entry):
+                for new in {value + 1, max(value - 1, 0), 0, 1 << 40} - {value}:
+                    mutants[f"{key}_{row}_{column}_{new}"] = edited(set_meta(key, row, column, new))
+    extremes = {"scale": (0, -1, 1e-30, 1e30, 3e38), "refold/bias_step": (1e-30, 1e30, 3e38, -1),
+                "refold/rice_k": (0, 15, 16)}
+    for name, values in extremes.items():
+        for index in range(stored.tensors[name].size):
+            for value in values:
+                mutants[f"{name.replace('/', '_')}_{index}_{value}"] = edited(set_tensor(name, index, value))
+    return mutants
+
+
+def _python_int8_outcome(base: TFLiteInt8Base, path: str) -> dict:
+    try:
+        return {"sha256": hashlib.sha256(base.patched_bytes(read_task_delta(path))).hexdigest()}
+    except EdgepatchError as error:
+        return {"error": type(error).__name__.replace("Error", "Exception"), "message": str(error)}
+    except Exception as error:  # noqa: BLE001 - a Python bug, reported below, not a Java one
+        return {"python_crash": f"{type(error).__name__}: {error}"}
+
+
+def test_java_gives_pythons_outcome_for_damaged_int8_deltas(classpath, int8_ships, tmp_path):
+    base_path, delta = int8_ships["compact"]
+    mutants = _int8_mutants(_read(delta), count=300, seed=3)
+    paths = [_write(tmp_path / f"{name}.delta", data) for name, data in mutants.items()]
+    result = patchcli(classpath, "verify", "--base", base_path, *paths)
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["file"] for line in lines] == paths, result.stderr
+    base = TFLiteInt8Base(_read(base_path), base_path)
+    mismatches, crashes, outcomes, messages = [], [], set(), []
+    for path, java in zip(paths, lines):
+        python = _python_int8_outcome(base, path)
+        java_outcome = {k: java[k] for k in ("error", "message") if k in java} or {"sha256": java["sha256"]}
+        if "python_crash" in python:
+            crashes.append(os.path.basename(path))
+            if "error" not in java:
+                mismatches.append(f"{os.path.basename(path)}: Python crashed ({python}), Java accepted it")
+        elif java_outcome != python:
+            mismatches.append(f"{os.path.basename(path)}:\n  Python {python}\n  Java   {java_outcome}")
+        outcomes.add(python.get("error", "applied" if "sha256" in python else "crash"))
+        messages.append(python.get("message", python.get("python_crash", "applied")))
+    assert not mismatches, "\n".join(mismatches[:10])
+    # The damage reaches every stage: header rules and Rice codes, shapes, recomputed scales, and applying.
+    assert {"HeaderException", "ShapeMismatchException", "NonFiniteException", "applied"} <= outcomes, outcomes
+    assert len(crashes) <= len(paths) // 10, crashes
+
+
+def test_java_rejects_mixed_kinds_and_a_wrong_int8_base(classpath, cases, int8_ships, tmp_path):
+    float_base, float_delta = cases["sb_fp32"].base, cases["sb_fp32"].delta
+    exact_base, exact_delta = int8_ships["exact"]
+    compact_base, _ = int8_ships["compact"]
+    out = str(tmp_path / "out.tflite")
+    expected = {
+        (exact_base, float_delta): f"error: WrongBaseException: float delta for task 'gamma' needs a float base; "
+                                   f"{exact_base} is an int8 base (it takes int8 deltas)",
+        (float_base, exact_delta): f"error: WrongBaseException: int8 delta for task 'gamma' needs an int8 base; "
+                                   f"{float_base} is a float base (it takes float deltas)",
+    }
+    try:
+        python_int8_patched(compact_base, exact_delta)
+        pytest.fail("Python applied an int8 delta to another int8 base")
+    except EdgepatchError as error:
+        expected[(compact_base, exact_delta)] = f"error: {type(error).__name__.replace('Error', 'Exception')}: {error}"
+    for (base, delta), message in expected.items():
+        result = patchcli(classpath, "apply", base, delta, out)
+        assert (result.returncode, result.stderr.strip()) == (1, message)

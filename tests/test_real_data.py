@@ -49,7 +49,7 @@ def test_delta_is_a_small_fraction_of_the_base(flowers_run):
 
 
 def test_int8_task_on_real_photos(flowers_run, shared_dir):
-    """int8 base + int8 delta: exactly the task's own int8 model; accuracy close to float."""
+    """int8 base + int8 delta. Exact: the task's own int8 model. Compact: under 1% of the base, close to it."""
     import numpy as np
 
     from edgepatch.data import scan_image_folders
@@ -64,19 +64,30 @@ def test_int8_task_on_real_photos(flowers_run, shared_dir):
         link = calibration / name
         if not link.exists():
             link.symlink_to(os.path.join(shared_dir, "data", "flowers5", "train"))
-    result = convert_command(trained["base_checkpoint"], [trained["patch"]], str(root / "ship8"), ("tflite",),
-                             "float32", None, "int8", str(calibration))
-    assert result["int8"]["deltas"]["flowers"]["max_abs_vs_task_int8"] == 0.0
+    results = {mode: convert_command(trained["base_checkpoint"], [trained["patch"]], str(root / f"ship8-{mode}"),
+                                     ("tflite",), "float32", None, "int8", str(calibration), mode)
+               for mode in ("exact", "compact")}
+    assert results["exact"]["int8"]["deltas"]["flowers"]["max_abs_vs_task_int8"] == 0.0
     split = scan_image_folders(os.path.join(shared_dir, "data", "flowers5"))
     delta = read_delta(converted["tasks"][0]["delta"])
     images = load_images([p for p, _ in split.test], delta.task)
     labels = np.array([label for _, label in split.test])
-    float_runner = load_base(converted["base_files"]["tflite"]).apply(delta)
-    int8_runner = load_base(str(root / "ship8" / "base_int8.tflite")).apply(
-        read_task_delta(str(root / "ship8" / "flowers.int8.delta")))
-    float_top1 = np.concatenate([np.argmax(float_runner.predict(images[i:i + 30]), 1) for i in range(0, 150, 30)])
-    int8_top1 = np.concatenate([np.argmax(int8_runner.predict(images[i:i + 30]), 1) for i in range(0, 150, 30)])
-    float_accuracy, int8_accuracy = np.mean(float_top1 == labels), np.mean(int8_top1 == labels)
-    print(f"float {float_accuracy:.3f} int8 {int8_accuracy:.3f} agreement {np.mean(float_top1 == int8_top1):.3f} "
-          f"int8 delta {result['int8']['deltas']['flowers']['bytes']} base {result['int8']['base_bytes']}")
-    assert int8_accuracy >= float_accuracy - 0.03  # 150 test images: one image is 0.67 points
+
+    def top1(runner):
+        return np.concatenate([np.argmax(runner.predict(images[i:i + 30]), 1) for i in range(0, 150, 30)])
+
+    float_top1 = top1(load_base(converted["base_files"]["tflite"]).apply(delta))
+    int8_top1 = {mode: top1(load_base(str(root / f"ship8-{mode}" / "base_int8.tflite")).apply(
+        read_task_delta(str(root / f"ship8-{mode}" / "flowers.int8.delta")))) for mode in results}
+    float_accuracy = np.mean(float_top1 == labels)
+    compact = results["compact"]["int8"]
+    compact_percent = 100 * compact["deltas"]["flowers"]["bytes"] / compact["base_bytes"]
+    print(f"float {float_accuracy:.3f} " + " ".join(
+        f"{mode} {np.mean(t == labels):.3f} ({results[mode]['int8']['deltas']['flowers']['bytes']} B)"
+        for mode, t in int8_top1.items()) + f"; compact {compact_percent:.2f}% of the int8 base, agrees with exact "
+        f"on {np.mean(int8_top1['compact'] == int8_top1['exact']):.3f}")
+    for mode in results:  # 150 test images: one image is 0.67 points
+        assert np.mean(int8_top1[mode] == labels) >= float_accuracy - 0.03
+    assert compact_percent <= 1.0
+    # This quick 2-epoch task is near its decision boundaries; benchmarks/int8_report.py measures a trained one.
+    assert np.mean(int8_top1["compact"] == int8_top1["exact"]) >= 0.85

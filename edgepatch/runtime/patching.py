@@ -82,7 +82,15 @@ def sha256_hex(data) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def require_float_delta(delta, source: str) -> None:
+    """A float base takes float deltas only (an int8 delta patches quantization, not folded weights)."""
+    if not isinstance(delta, Delta):
+        raise WrongBaseError(f"int8 delta for task '{delta.task.name}' needs an int8 base; {source} is a float base "
+                             "(it takes float deltas)")
+
+
 def check_fingerprint(delta: Delta, fmt: str, base_sha256: str, source: str) -> None:
+    require_float_delta(delta, source)
     expected = delta.base_sha256.get(fmt)
     if expected is None:
         raise WrongBaseError(
@@ -145,6 +153,7 @@ def _site_update(name: str, op: str, slots: SiteSlots, delta: Delta, fmt: str, w
 
 def site_updates(sites: dict[str, SiteSlots], delta: Delta, fmt: str, source: str) -> dict[str, SiteUpdate]:
     """Check ``delta`` against the base's sites; return what it writes per site (raises before any write)."""
+    require_float_delta(delta, source)
     width = head_width(sites)
     updates = {}
     for name, op in delta.sites.items():

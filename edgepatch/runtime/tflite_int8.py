@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from edgepatch.errors import ShapeMismatchError, WrongBaseError
-from edgepatch.int8_delta import BASE_FORMAT, Int8Delta
+from edgepatch.int8_delta import BASE_FORMAT, Int8Delta, Refold, refolded
 from edgepatch.runtime.patching import require, sha256_hex
 from edgepatch.runtime.runner import BaseFile
 from edgepatch.runtime.tflite import TFLiteRunner
@@ -61,6 +61,9 @@ class TFLiteInt8Base(BaseFile):
 
     def patched_bytes(self, delta: Int8Delta) -> bytearray:
         """The base bytes with the task's quantization parameters and changed buffers written in."""
+        if not isinstance(delta, Int8Delta):
+            raise WrongBaseError(f"float delta for task '{delta.task.name}' needs a float base; {self.source} is an "
+                                 "int8 base (it takes int8 deltas)")
         if delta.base_sha256 != self.sha256:
             raise WrongBaseError(
                 f"int8 delta for task '{delta.task.name}' was made for base sha256 {delta.base_sha256[:16]}…, "
@@ -92,7 +95,35 @@ class TFLiteInt8Base(BaseFile):
                 raise ShapeMismatchError(f"tensor {index}: delta edits byte {int(at[-1])}, base {self.source} "
                                          f"has {view.size}")
             view[at] = put
+        for entry in delta.refolds:
+            self._refold(buffer, entry, delta)
         return buffer
+
+    def _vector(self, data, index: int, field: str, dtype) -> np.ndarray:
+        offset, count = getattr(self.model.tensors[index], field)
+        return np.frombuffer(data, dtype, count, offset if count else 0)
+
+    def _refold(self, buffer: bytearray, entry: Refold, delta: Int8Delta) -> None:
+        """Recompute a conv's weight scales, bias scales and int32 biases from the base and the entry's codes."""
+        weight, bias, source = (self._tensor(i, delta) for i in (entry.weight, entry.bias, entry.input))
+        channels = entry.channels
+        if weight.dtype != np.int8 or bias.dtype != np.int32 or bias.data_size != 4 * channels \
+                or weight.quant_scales[1] != channels or bias.quant_scales[1] != channels \
+                or source.quant_scales[1] != 1:
+            raise ShapeMismatchError(
+                f"refold of tensors {entry.weight}/{entry.bias}/{entry.input}: the delta has {channels} channels; "
+                f"base {self.source} has an {weight.dtype} kernel with {weight.quant_scales[1]} scales, an "
+                f"{bias.dtype} bias of {bias.data_size} bytes with {bias.quant_scales[1]} scales and an input with "
+                f"{source.quant_scales[1]} scales"
+            )
+        base_bias = np.frombuffer(self.bytes, np.int32, channels, bias.data_offset)
+        weight_scale, bias_scale, new_bias = refolded(
+            entry, self._vector(self.bytes, entry.weight, "quant_scales", np.float32), base_bias,
+            self._vector(self.bytes, entry.bias, "quant_scales", np.float32),
+            float(self._vector(buffer, entry.input, "quant_scales", np.float32)[0]))
+        self._vector(buffer, entry.weight, "quant_scales", np.float32)[...] = weight_scale
+        self._vector(buffer, entry.bias, "quant_scales", np.float32)[...] = bias_scale
+        self._data_view(buffer, entry.bias, delta)[...] = new_bias.view(np.uint8)
 
     def _data_view(self, buffer: bytearray, index: int, delta: Int8Delta) -> np.ndarray:
         tensor = self._tensor(index, delta)

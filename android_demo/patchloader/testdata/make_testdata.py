@@ -10,9 +10,16 @@ and the same base in the external buffer layout. ``golden.json`` lists each (bas
 pair with the file holding Python's ``TFLiteBase(base).patched_bytes(delta)``; the JUnit
 golden test requires the Java loader's bytes to equal it exactly.
 
+It also converts the ``gamma`` task to int8 (``quantize="int8"``, calibrated on a few
+random images) twice: with an exact and with a compact (refold codes) int8 delta, each
+with its own int8 base, plus two hand-made deltas: the exact one's data as sparse edits, and the compact one with
+bias codes at which wrong refold arithmetic would round differently (see ``rounding_delta``). Their
+golden bytes are Python's ``TFLiteInt8Base(base).patched_bytes(delta)``.
+
 ``bad.json`` lists malicious or mismatched inputs (``bad/``), each with the error class
 and message the Python runtime raises; the JUnit test requires the Java loader to throw
-the same class (``HeaderError`` -> ``HeaderException``) with the same message.
+the same class (``HeaderError`` -> ``HeaderException``) with the same message. A case
+with ``"kind": "int8_delta"`` is read as an int8 delta and applied to an int8 base.
 """
 
 from __future__ import annotations
@@ -36,8 +43,13 @@ from conftest import make_patch, small_cnn  # noqa: E402  (the project's test fi
 from converters.convert import convert  # noqa: E402
 from converters.tflite_rewrite import to_external_buffer_layout  # noqa: E402
 from edgepatch.delta import Delta, decode_delta, encode_delta, read_delta  # noqa: E402
+from edgepatch import rice  # noqa: E402
 from edgepatch.errors import EdgepatchError  # noqa: E402
+from edgepatch.int8_delta import FILE_KIND as INT8_KIND  # noqa: E402
+from edgepatch.int8_delta import decode_int8_delta, scale_factors  # noqa: E402
 from edgepatch.runtime.tflite import TFLiteBase  # noqa: E402
+from edgepatch.runtime.tflite_int8 import TFLiteInt8Base  # noqa: E402
+from edgepatch.tensorfile import decode_tensor_file, encode_tensor_file  # noqa: E402
 
 
 def write(name: str, data: bytes) -> str:
@@ -244,11 +256,257 @@ def outcome(base_name: str, delta_name: str | None) -> dict:
     raise AssertionError(f"{base_name} + {delta_name} raised nothing")
 
 
+INT8_MODES = ("exact", "compact")
+
+
+def calibration_dir(work: str) -> str:
+    """A dozen random PNGs (fixed seed) for the base and for gamma: enough for the converter's ranges."""
+    from PIL import Image
+
+    root = os.path.join(work, "calibration")
+    rng = np.random.default_rng(1)
+    for name in ("base", "gamma"):
+        folder = os.path.join(root, name, "any_class")
+        os.makedirs(folder)
+        for i in range(12):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(os.path.join(folder, f"{i}.png"))
+    return root
+
+
+def convert_int8(work: str) -> dict[str, str]:
+    """gamma converted to int8 once per delta mode (after convert_ship): mode -> ship dir with its own int8 base."""
+    calibration = calibration_dir(work)
+    ships = {}
+    for mode in INT8_MODES:
+        ships[mode] = os.path.join(work, f"int8_{mode}")
+        convert(os.path.join(work, "base.keras"), [os.path.join(work, "gamma.patch")], ships[mode],
+                formats=("tflite",), quantize="int8", calibration_dir=calibration, int8_delta=mode)
+    return ships
+
+
+def reencoded(good: bytes, change) -> bytes:
+    """An int8 delta file whose meta and tensors ``change(meta, tensors)`` edited (a valid container)."""
+    stored = decode_tensor_file(good, INT8_KIND)
+    meta = json.loads(json.dumps(stored.meta))
+    tensors = {name: np.array(array) for name, array in stored.tensors.items()}
+    change(meta, tensors)
+    return encode_tensor_file(INT8_KIND, tensors, meta)
+
+
+def edits_delta(exact: bytes, base: bytes) -> bytes:
+    """The exact delta with every data/N turned into a sparse edit (at/N, put/N) of the bytes that differ."""
+    model = TFLiteInt8Base(base, "base").model
+    sparse = []
+
+    def change(meta, tensors):
+        for name in [n for n in tensors if n.startswith("data/")]:
+            index = int(name[len("data/"):])
+            tensor = model.tensors[index]
+            old = np.frombuffer(base, np.uint8, tensor.data_size, tensor.data_offset)
+            new = tensors.pop(name)
+            at = np.flatnonzero(new != old).astype(np.int32)
+            tensors[f"at/{index}"], tensors[f"put/{index}"] = at, new[at]
+            sparse.append(0 < at.size < new.size)
+
+    data = reencoded(exact, change)
+    assert any(sparse), "no tensor has a sparse edit"
+    return data
+
+
+def int8_golden_cases(ships: dict[str, str]) -> list[dict]:
+    deltas = {}
+    for mode, ship in ships.items():
+        base_name = write(f"base_int8_{mode}.tflite", read_ship(ship, "base_int8.tflite"))
+        deltas[f"gamma_{mode}.int8.delta"] = (base_name, read_ship(ship, "gamma.int8.delta"))
+    base_name, exact = deltas["gamma_exact.int8.delta"]
+    deltas["gamma_edits.int8.delta"] = (base_name, edits_delta(exact, read(base_name)))
+    base_name, compact = deltas["gamma_compact.int8.delta"]
+    deltas["gamma_rounding.int8.delta"] = (base_name, rounding_delta(compact, read(base_name)))
+    cases = []
+    for name, (base_name, data) in deltas.items():
+        write(name, data)
+        patched = bytes(TFLiteInt8Base(read(base_name), base_name).patched_bytes(decode_int8_delta(data, name)))
+        expected = write(f"expected/{name[:-len('.delta')]}.tflite", patched)
+        cases.append({"base": base_name, "delta": name, "kind": INT8_KIND, "expected": expected,
+                      "sha256": hashlib.sha256(patched).hexdigest()})
+    return cases
+
+
+def _vector(data: bytes, tensor, field: str, dtype) -> np.ndarray:
+    offset, count = getattr(tensor, field)
+    return np.frombuffer(data, dtype, count, offset if count else 0)
+
+
+def rounding_delta(compact: bytes, base: bytes) -> bytes:
+    """The compact delta with bias codes that catch wrong refold arithmetic, and one entry that clamps.
+
+    Per channel it picks the bias code (if any) whose int32 bias would round differently had
+    ``b * step`` been a float32 product or the bias scale a float64 one; the last entry's step
+    is so large that its biases clamp to int32 at both ends.
+    """
+    delta = decode_int8_delta(compact)
+    tensors = TFLiteInt8Base(base, "base").model.tensors
+    quantized = TFLiteInt8Base(base, "base").patched_bytes(dataclasses.replace(delta, refolds=()))
+    codes = np.arange(-32768, 32768).astype(np.float64)
+    pairs, steps, hits = [], [], 0
+    for number, entry in enumerate(delta.refolds):
+        weight, bias = tensors[entry.weight], tensors[entry.bias]
+        input_scale = np.float32(_vector(quantized, tensors[entry.input], "quant_scales", np.float32)[0])
+        weight_scale = _vector(base, weight, "quant_scales", np.float32) * scale_factors(entry.scale_codes)
+        bias_scale = input_scale * weight_scale
+        step = np.float32(entry.bias_step)
+        if number == len(delta.refolds) - 1:
+            step = np.float32(2.0 ** 33 * float(bias_scale.max()) / 32767)
+        base_value = (np.frombuffer(base, np.int32, entry.channels, bias.data_offset).astype(np.float64)
+                      * _vector(base, bias, "quant_scales", np.float32).astype(np.float64))
+        bias_codes = np.array(entry.bias_codes)
+        for c in range(entry.channels):
+            right = np.rint((base_value[c] + codes * np.float64(step)) / np.float64(bias_scale[c]))
+            float32_product = np.rint((base_value[c] + (codes.astype(np.float32) * step).astype(np.float64))
+                                      / np.float64(bias_scale[c]))
+            float64_scale = np.rint((base_value[c] + codes * np.float64(step))
+                                    / (np.float64(input_scale) * np.float64(weight_scale[c])))
+            found = np.flatnonzero((right != float32_product) | (right != float64_scale))
+            if found.size:
+                bias_codes[c] = codes[found[len(found) // 2]]
+                hits += 1
+        if number == len(delta.refolds) - 1:
+            bias_codes[:2] = (32767, -32768)
+        pairs.append((entry.scale_codes, bias_codes.astype(np.int16)))
+        steps.append(step)
+    assert hits >= 10, f"only {hits} channels have a telling bias code"
+
+    def change(meta, tensors):
+        tensors.update(rice_tensors(pairs))
+        tensors["refold/bias_step"] = np.array(steps, np.float32)
+
+    return reencoded(compact, change)
+
+
+def rice_tensors(refolds) -> dict[str, np.ndarray]:
+    """refold/codes and refold/rice_k for these (scale codes, bias codes) pairs, as the writer makes them."""
+    runs = [(codes, rice.best_k(codes)) for pair in refolds for codes in pair]
+    return {"refold/codes": np.frombuffer(rice.encode(runs), np.uint8).copy(),
+            "refold/rice_k": np.array([k for _, k in runs], np.uint8).reshape(-1, 2)}
+
+
+def bad_int8_deltas(good: bytes, base: bytes) -> dict[str, bytes]:
+    """Int8 deltas that break one rule each of ``edgepatch.int8_delta`` (for the compact delta's base)."""
+    stored = decode_tensor_file(good, INT8_KIND)
+    quant, refold = stored.meta["quant"], stored.meta["refold"]
+    pairs = [(r.scale_codes, r.bias_codes) for r in decode_int8_delta(good).refolds]
+    packed = bytes(stored.tensors["refold/codes"])
+    model = TFLiteInt8Base(base, "base").model
+    data_name = next(n for n in stored.tensors if n.startswith("data/"))
+    _, bias, source, channels = refold[0]
+    input_at = sum(e[1] for e in quant if e[0] < source)  # where refold 0's input scale sits in "scale"
+    assert any(e[0] == source and e[1] == 1 for e in quant)
+    many_scales = refold[1][0]  # a kernel: one scale per channel
+    free = next(e[0] for e in refold if f"data/{e[0]}" not in stored.tensors)  # a kernel free for edits
+
+    def edit(change) -> bytes:
+        return reencoded(good, change)
+
+    def setitem(obj, key, value):
+        obj[key] = value
+
+    def codes(data: bytes):
+        return lambda m, t: t.__setitem__("refold/codes", np.frombuffer(data, np.uint8).copy())
+
+    def recoded(new_pairs, change_meta=lambda m: None):
+        return lambda m, t: (t.update(rice_tensors(new_pairs)), change_meta(m))
+
+    def all_ones(m, t):  # k = 0 everywhere and no 0 bit: the first quotient never ends
+        t["refold/rice_k"] = np.zeros((len(refold), 2), np.uint8)
+        t["refold/codes"] = np.full(len(packed), 255, np.uint8)
+
+    def more_scales(m, t):  # quant[0] claims one more scale than the base tensor has; the sums still match
+        m["quant"][0][1] += 1
+        t["scale"] = np.insert(t["scale"], quant[0][1], np.float32(1))
+
+    def k15(m, t):  # refold 0's scale run read with k = 15: a quotient of 2 makes a value above 0xFFFF
+        t["refold/rice_k"][0, 0] = 15
+        bits = np.concatenate([np.zeros(15 * channels, np.uint8), np.tile(np.array([1, 1, 0], np.uint8), channels)])
+        t["refold/codes"] = np.packbits(np.concatenate([bits, np.unpackbits(np.frombuffer(packed, np.uint8))]))
+
+    wider = [(np.append(pairs[0][0], 0).astype(np.int16), np.append(pairs[0][1], 0).astype(np.int16))] + pairs[1:]
+    too_big = [(np.concatenate([[16256], pairs[0][0][1:]]).astype(np.int16), pairs[0][1])] + pairs[1:]
+    flipped = bytearray(good)
+    flipped[-40] ^= 0x01
+    return {
+        "int8_truncated.delta": good[:-100],
+        "int8_flipped_payload_byte.delta": bytes(flipped),
+        "int8_meta_unknown_key.delta": edit(lambda m, t: setitem(m, "zzz", 1)),
+        "int8_meta_missing_quant.delta": edit(lambda m, t: m.pop("quant")),
+        "int8_base_key_tflite.delta": edit(lambda m, t: setitem(m, "base_sha256", {"tflite": hashlib.sha256(base)
+                                                                                   .hexdigest()})),
+        "int8_quant_bad_entry.delta": edit(lambda m, t: setitem(m["quant"], 0, [quant[0][0], -1, 0])),
+        "int8_quant_not_ascending.delta": edit(lambda m, t: setitem(m, "quant", [quant[1], quant[0]] + quant[2:])),
+        "int8_quant_sum_wrong.delta": edit(lambda m, t: setitem(m["quant"][0], 1, quant[0][1] + 1)),
+        "int8_tensor_name_bad.delta": edit(lambda m, t: setitem(t, "data/01", np.zeros(4, np.uint8))),
+        "int8_scale_dtype.delta": edit(lambda m, t: setitem(t, "scale", t["scale"].astype(np.float16))),
+        "int8_data_dtype.delta": edit(lambda m, t: setitem(t, data_name, t[data_name].view(np.int8))),
+        "int8_edits_not_ascending.delta": edit(lambda m, t: t.update({f"at/{free}": np.array([5, 3], np.int32),
+                                                                      f"put/{free}": np.zeros(2, np.uint8)})),
+        "int8_put_missing.delta": edit(lambda m, t: setitem(t, f"at/{free}", np.array([1], np.int32))),
+        "int8_at_missing.delta": edit(lambda m, t: setitem(t, f"put/{free}", np.zeros(1, np.uint8))),
+        "int8_data_and_edits.delta": edit(lambda m, t: t.update({"at/" + data_name[5:]: np.array([0], np.int32),
+                                                                 "put/" + data_name[5:]: np.zeros(1, np.uint8)})),
+        "int8_refold_bias_has_data.delta": edit(lambda m, t: setitem(t, f"data/{bias}", np.zeros(4 * channels,
+                                                                                                 np.uint8))),
+        "int8_refold_meta_only.delta": edit(lambda m, t: [t.pop(n) for n in ("refold/codes", "refold/rice_k",
+                                                                             "refold/bias_step")]),
+        "int8_refold_tensor_missing.delta": edit(lambda m, t: t.pop("refold/rice_k")),
+        "int8_refold_tensors_only.delta": edit(lambda m, t: m.pop("refold")),
+        "int8_refold_null.delta": edit(lambda m, t: setitem(m, "refold", None)),
+        "int8_refold_empty.delta": edit(lambda m, t: setitem(m, "refold", [])),
+        "int8_refold_zero_channels.delta": edit(lambda m, t: setitem(m["refold"][0], 3, 0)),
+        "int8_refold_not_ascending.delta": edit(lambda m, t: setitem(m, "refold", [refold[1], refold[0]]
+                                                                      + refold[2:])),
+        "int8_refold_bias_twice.delta": edit(lambda m, t: setitem(m["refold"][1], 1, bias)),
+        "int8_rice_k_shape.delta": edit(lambda m, t: setitem(t, "refold/rice_k", t["refold/rice_k"].ravel())),
+        "int8_bias_step_shape.delta": edit(lambda m, t: setitem(t, "refold/bias_step", np.append(
+            t["refold/bias_step"], np.float32(1)))),
+        "int8_bias_step_zero.delta": edit(lambda m, t: t["refold/bias_step"].__setitem__(0, 0)),
+        "int8_rice_k_too_big.delta": edit(lambda m, t: t["refold/rice_k"].__setitem__((1, 1), 16)),
+        "int8_codes_empty.delta": edit(codes(b"")),
+        "int8_codes_huge_channels.delta": edit(lambda m, t: setitem(m["refold"][-1], 3, 1 << 40)),
+        "int8_codes_remainders_cut.delta": edit(lambda m, t: t["refold/rice_k"].__setitem__((-1, 1), 15)),
+        "int8_codes_quotients_cut.delta": edit(all_ones),
+        "int8_codes_value_outside_int16.delta": edit(k15),
+        "int8_codes_trailing_byte.delta": edit(codes(packed + b"\0")),
+        "int8_codes_nonzero_padding.delta": edit(codes(packed[:-1] + bytes([packed[-1] | 1]))),
+        "int8_scale_code_out_of_range.delta": edit(recoded(too_big)),
+        # Valid files that do not fit the base:
+        "int8_wrong_base.delta": edit(lambda m, t: setitem(m, "base_sha256", {"tflite_int8": "0" * 64})),
+        "int8_quant_count_wrong.delta": edit(more_scales),
+        "int8_tensor_out_of_range.delta": edit(lambda m, t: m["quant"].append([len(model.tensors) + 5, 0, 0])),
+        "int8_data_wrong_size.delta": edit(lambda m, t: setitem(t, data_name, t[data_name][:-1])),
+        "int8_edit_past_end.delta": edit(lambda m, t: t.update({f"at/{free}": np.array([0, 100000], np.int32),
+                                                                f"put/{free}": np.ones(2, np.uint8)})),
+        "int8_refold_wrong_channels.delta": edit(recoded(wider, lambda m: setitem(m["refold"][0], 3, channels + 1))),
+        "int8_refold_input_not_scalar.delta": edit(lambda m, t: setitem(m["refold"][0], 2, many_scales)),
+        "int8_refold_out_of_range.delta": edit(lambda m, t: setitem(m["refold"][-1], 2, len(model.tensors))),
+        "int8_input_scale_zero.delta": edit(lambda m, t: t["scale"].__setitem__(input_at, 0)),
+    }
+
+
+def int8_outcome(base_name: str, delta_name: str) -> dict:
+    """What the Python runtime does with an int8 (base, delta): the error class and message."""
+    try:
+        delta = decode_int8_delta(read(delta_name), delta_name)
+        TFLiteInt8Base(read(base_name), base_name).patched_bytes(delta)
+    except EdgepatchError as error:
+        return {"error": type(error).__name__, "message": str(error)}
+    raise AssertionError(f"{base_name} + {delta_name} raised nothing")
+
+
 def main() -> None:
     for old in ("bad", "expected"):
         shutil.rmtree(os.path.join(HERE, old), ignore_errors=True)
     with tempfile.TemporaryDirectory() as work:
         golden = golden_cases(convert_ship(work))
+        golden += int8_golden_cases(convert_int8(work))
     with open(os.path.join(HERE, "golden.json"), "w") as handle:
         json.dump(golden, handle, indent=1)
         handle.write("\n")
@@ -260,6 +518,13 @@ def main() -> None:
         cases.append({"base": write(f"bad/{name}", data), "delta": None})
     for case in cases:
         case.update(outcome(case["base"], case["delta"]))
+    int8_base = "base_int8_compact.tflite"
+    int8_cases = [{"base": int8_base, "delta": "gamma.delta", "kind": INT8_KIND}]
+    for name, data in bad_int8_deltas(read("gamma_compact.int8.delta"), read(int8_base)).items():
+        int8_cases.append({"base": int8_base, "delta": write(f"bad/{name}", data), "kind": INT8_KIND})
+    for case in int8_cases:
+        case.update(int8_outcome(case["base"], case["delta"]))
+    cases += int8_cases
     with open(os.path.join(HERE, "bad.json"), "w") as handle:
         json.dump(cases, handle, indent=1, ensure_ascii=False)
         handle.write("\n")

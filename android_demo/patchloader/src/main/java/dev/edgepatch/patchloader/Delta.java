@@ -7,7 +7,7 @@ import java.util.List;
 import java.util.Map;
 
 /**
- * One task's delta against a base model, verified and unpacked per site.
+ * One task's float delta against a float base model, verified and unpacked per site.
  *
  * <p>Read it with {@link #decode(ByteBuffer, String)} or {@link #read(File)}; both run the
  * whole verification order of the format (version, SHA-256 trailer, header schema, zero
@@ -21,7 +21,7 @@ import java.util.Map;
  * Interpreter interpreter = new Interpreter(model);
  * }</pre>
  */
-public final class Delta {
+public final class Delta extends TaskDelta {
     /** What a task is: its name, class labels, input resolution and preprocessing. */
     public static final class Task {
         private final String name;
@@ -137,6 +137,7 @@ public final class Delta {
         this.sites = sites;
     }
 
+    @Override
     public Task task() {
         return task;
     }
@@ -166,7 +167,7 @@ public final class Delta {
      * @throws ShapeMismatchException a tensor's shape contradicts the delta's own sites
      */
     public static Delta decode(ByteBuffer data, String source) throws EdgepatchException {
-        return DeltaReader.decode(TensorFileReader.decode(data, "delta", source), source);
+        return DeltaReader.decode(TensorFileReader.decode(data, DeltaFormat.DELTA, source), source);
     }
 
     /** {@link #decode(ByteBuffer, String)} for a byte array. */
@@ -182,13 +183,6 @@ public final class Delta {
      * @throws IOException reading the file failed
      */
     public static Delta read(File file) throws EdgepatchException, IOException {
-        String source = file.getPath();
-        byte[] data = FileBytes.read(file, DeltaFormat.MAX_FILE_BYTES, new FileBytes.SizeCheck() {
-            @Override
-            public void check(long size, String path) throws EdgepatchException {
-                TensorFileReader.checkFileSize(size, path);
-            }
-        });
-        return decode(data, source);
+        return decode(readBytes(file), file.getPath());
     }
 }

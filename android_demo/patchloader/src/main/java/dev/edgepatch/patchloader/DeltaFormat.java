@@ -29,7 +29,11 @@ final class DeltaFormat {
 
     static final String FLOAT32 = "float32";
     static final String FLOAT16 = "float16";
-    static final List<String> FILE_KINDS = list("delta", "patch");
+    static final String DELTA = "delta";
+    static final String INT8_DELTA = "int8_delta";
+    static final List<String> FILE_KINDS = list(DELTA, "patch", INT8_DELTA);
+    /** The kinds a task delta file may be (Python's {@code read_task_delta}). */
+    static final List<String> TASK_DELTA_KINDS = list(DELTA, INT8_DELTA);
     /** dtype names in the spec's table order, with their item sizes. */
     static final List<String> DTYPES = list(FLOAT32, FLOAT16, "int32", "int8", "uint8");
     private static final int[] ITEM_SIZES = {4, 2, 4, 1, 1};
@@ -52,7 +56,16 @@ final class DeltaFormat {
         return FLOAT32.equals(dtype) || FLOAT16.equals(dtype);
     }
 
-    private static List<String> list(String... items) {
+    /** The kinds joined as Python's {@code ', '.join(kinds)}. */
+    static String joined(List<String> kinds) {
+        StringBuilder out = new StringBuilder();
+        for (String kind : kinds) {
+            out.append(out.length() == 0 ? "" : ", ").append(kind);
+        }
+        return out.toString();
+    }
+
+    static List<String> list(String... items) {
         return Collections.unmodifiableList(Arrays.asList(items));
     }
 }

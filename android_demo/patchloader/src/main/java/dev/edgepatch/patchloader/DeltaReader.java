@@ -46,7 +46,7 @@ final class DeltaReader {
         return new Delta(task, kinds, base, unpack(sites, stored, file));
     }
 
-    private static Delta.Task task(Object value, String source) throws HeaderException {
+    static Delta.Task task(Object value, String source) throws HeaderException {
         Map<String, Object> task = HeaderRules.checkKeys(value, DeltaFormat.TASK_KEYS, "meta.task", source);
         Object name = task.get("name");
         if (!(name instanceof String) || ((String) name).isEmpty()) {

@@ -148,6 +148,19 @@ final class FlatBufferReader {
         }
     }
 
+    /** Position of the table a table field references; -1 when absent. */
+    long subtable(Table table, int fieldId, String what, String field) throws Malformed {
+        int offset = table.slot(fieldId);
+        if (offset == 0) {
+            return -1;
+        }
+        long ref = (long) table.pos + offset;
+        if (ref + 4 > size) {
+            throw outside(what + " " + field + " reference", ref, 4);
+        }
+        return ref + u32(ref);
+    }
+
     /** Positions of the tables a vector-of-tables field references. */
     long[] tables(Table table, int fieldId, String what, String field) throws Malformed {
         long[] vector = vector(table, fieldId, 4, what, field);

@@ -10,7 +10,7 @@ import java.util.Set;
 
 /** Schema checks on parsed header values, shared by the container and the delta rules. */
 final class HeaderRules {
-    private static final Comparator<String> BY_CODE_POINT = new Comparator<String>() {
+    static final Comparator<String> BY_CODE_POINT = new Comparator<String>() {
         @Override
         public int compare(String a, String b) {
             return Text.compareCodePoints(a, b);

@@ -26,12 +26,14 @@ final class TensorFile {
         }
     }
 
+    final String kind; // file_kind
     final Map<String, Object> meta;
     final List<Entry> entries;
     private final ByteBuffer data; // the whole file, little-endian
     private final int payloadStart;
 
-    TensorFile(Map<String, Object> meta, List<Entry> entries, ByteBuffer data, int payloadStart) {
+    TensorFile(String kind, Map<String, Object> meta, List<Entry> entries, ByteBuffer data, int payloadStart) {
+        this.kind = kind;
         this.meta = meta;
         this.entries = entries;
         this.data = data;

@@ -29,6 +29,11 @@ final class TensorFileReader {
      * limit. Tensor data is not copied.
      */
     static TensorFile decode(ByteBuffer input, String expectKind, String source) throws EdgepatchException {
+        return decode(input, DeltaFormat.list(expectKind), source);
+    }
+
+    /** As {@link #decode(ByteBuffer, String, String)}, for a file that may be any of {@code expectKinds}. */
+    static TensorFile decode(ByteBuffer input, List<String> expectKinds, String source) throws EdgepatchException {
         ByteBuffer data = input.slice().order(ByteOrder.LITTLE_ENDIAN);
         int size = data.remaining();
         checkFileSize(size, source);
@@ -54,12 +59,12 @@ final class TensorFileReader {
             throw new HeaderException(source + ": " + parseError);
         }
         Map<String, Object> fields = HeaderRules.checkKeys(header, DeltaFormat.HEADER_KEYS, "header", source);
-        List<TensorFile.Entry> entries = checkHeader(fields, expectKind, source);
+        List<TensorFile.Entry> entries = checkHeader(fields, expectKinds, source);
         int payloadBytes = (int) ((Long) fields.get("payload_bytes")).longValue();
         checkPadding(data, start, payloadBytes, entries, source);
         @SuppressWarnings("unchecked")
         Map<String, Object> meta = (Map<String, Object>) fields.get("meta");
-        TensorFile file = new TensorFile(meta, entries, data, start);
+        TensorFile file = new TensorFile((String) fields.get("file_kind"), meta, entries, data, start);
         for (TensorFile.Entry entry : entries) {
             checkFinite(file, entry, source);
         }
@@ -147,14 +152,17 @@ final class TensorFileReader {
     }
 
     /** Steps 7 and 8: the header's schema; returns the tensor entries. */
-    private static List<TensorFile.Entry> checkHeader(Map<String, Object> header, String expectKind, String source)
-            throws HeaderException {
+    private static List<TensorFile.Entry> checkHeader(Map<String, Object> header, List<String> expectKinds,
+            String source) throws HeaderException {
         Object kind = header.get("file_kind");
         if (!DeltaFormat.FILE_KINDS.contains(kind)) {
-            throw new HeaderException(source + ": file_kind must be one of delta, patch, got " + Text.show(kind));
+            throw new HeaderException(source + ": file_kind must be one of "
+                    + DeltaFormat.joined(DeltaFormat.FILE_KINDS) + ", got " + Text.show(kind));
         }
-        if (!kind.equals(expectKind)) {
-            throw new HeaderException(source + ": file_kind: expected " + Text.quote(expectKind) + ", got "
+        if (!expectKinds.contains(kind)) {
+            String expected = expectKinds.size() == 1 ? Text.quote(expectKinds.get(0))
+                    : "one of " + DeltaFormat.joined(expectKinds);
+            throw new HeaderException(source + ": file_kind: expected " + expected + ", got "
                     + Text.quote((String) kind));
         }
         Object payloadBytes = header.get("payload_bytes");

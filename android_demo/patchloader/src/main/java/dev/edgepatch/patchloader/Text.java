@@ -173,6 +173,15 @@ final class Text {
         return out.toString();
     }
 
+    /** A list of strings or integers as Python's repr() writes it, unclipped: ['a', 'b'] or [3, 5]. */
+    static String list(List<?> items) {
+        StringBuilder out = new StringBuilder("[");
+        for (Object item : items) {
+            out.append(out.length() == 1 ? "" : ", ").append(item instanceof String ? quote((String) item) : item);
+        }
+        return out.append(']').toString();
+    }
+
     /** A shape as Python prints a list: [3, 3, 8, 1]. */
     static String shape(long[] dims) {
         StringBuilder out = new StringBuilder("[");

@@ -12,8 +12,11 @@ import java.util.List;
 import java.util.Map;
 
 /**
- * A shared {@code .tflite} base, read and indexed once; {@link #apply(Delta)} gives a task's
- * model bytes, ready for LiteRT's {@code Interpreter(ByteBuffer)}.
+ * A shared {@code .tflite} base, read and indexed once; {@link #apply(TaskDelta)} gives a
+ * task's model bytes, ready for LiteRT's {@code Interpreter(ByteBuffer)}. The base is float
+ * or int8 (every conv kernel int8), told apart by content as the Python runtime's
+ * {@code load_base} does; a float base takes a float {@link Delta}, an int8 base an
+ * {@link Int8Delta}.
  *
  * <pre>{@code
  * // once, at start-up: map the base (an uncompressed asset or a file) and index it
@@ -36,7 +39,8 @@ import java.util.Map;
  * <p>The result is byte-for-byte what the Python runtime's
  * {@code TFLiteBase(base).patched_bytes(delta)} returns: a re-folded scale is the float32
  * product {@code base_kernel * scale} per output channel, kernels are converted from
- * Keras layout, and the dense head is zero-padded to the base's head width.
+ * Keras layout, and the dense head is zero-padded to the base's head width. For an int8
+ * base it is {@code TFLiteInt8Base(base).patched_bytes(int8_delta)}.
  *
  * <p>A TfliteBase is immutable and safe to use from several threads.
  */
@@ -48,14 +52,17 @@ public final class TfliteBase {
     private final ByteBuffer data;
     private final String source;
     private final String sha256;
-    private final Map<String, TfliteSites.Site> sites;
+    private final TfliteModel int8Model; // null for a float base
+    private final Map<String, TfliteSites.Site> sites; // empty for an int8 base
     private final int headWidth;
     private final int largestKernel;
 
-    private TfliteBase(ByteBuffer data, String source, String sha256, Map<String, TfliteSites.Site> sites) {
+    private TfliteBase(ByteBuffer data, String source, String sha256, TfliteModel int8Model,
+            Map<String, TfliteSites.Site> sites) {
         this.data = data;
         this.source = source;
         this.sha256 = sha256;
+        this.int8Model = int8Model;
         this.sites = sites;
         this.headWidth = SiteUpdates.headWidth(sites);
         int largest = 0;
@@ -78,8 +85,12 @@ public final class TfliteBase {
         MessageDigest digest = TensorFileReader.sha256();
         digest.update(data.duplicate());
         String sha256 = Text.hex(digest.digest());
-        Map<String, TfliteSites.Site> sites = TfliteSites.index(TfliteModel.parse(data, source), source);
-        return new TfliteBase(data.asReadOnlyBuffer().order(ByteOrder.LITTLE_ENDIAN), source, sha256, sites);
+        TfliteModel parsed = TfliteModel.parse(data, source);
+        ByteBuffer kept = data.asReadOnlyBuffer().order(ByteOrder.LITTLE_ENDIAN);
+        if (parsed.isInt8()) {
+            return new TfliteBase(kept, source, sha256, parsed, Collections.<String, TfliteSites.Site>emptyMap());
+        }
+        return new TfliteBase(kept, source, sha256, null, TfliteSites.index(parsed, source));
     }
 
     /** {@link #load(ByteBuffer, String)} for a byte array (kept, not copied). */
@@ -110,9 +121,17 @@ public final class TfliteBase {
         return load(bytes, file.getPath());
     }
 
-    /** Lowercase hex SHA-256 of the base bytes: what a delta's {@code base_sha256["tflite"]} must be. */
+    /**
+     * Lowercase hex SHA-256 of the base bytes: what a delta's {@code base_sha256["tflite"]}
+     * (an int8 delta's {@code ["tflite_int8"]}) must be.
+     */
     public String sha256() {
         return sha256;
+    }
+
+    /** True for a full-integer base (every conv kernel int8), which takes {@link Int8Delta}s. */
+    public boolean isInt8() {
+        return int8Model != null;
     }
 
     /** The base file's size in bytes; the size of every buffer {@code apply} returns. */
@@ -120,54 +139,106 @@ public final class TfliteBase {
         return data.limit();
     }
 
-    /** The base's site names, in op order (unmodifiable). */
+    /** The base's site names, in op order (unmodifiable); none for an int8 base, which is patched by tensor index. */
     public List<String> siteNames() {
         return Collections.unmodifiableList(new ArrayList<String>(sites.keySet()));
     }
 
     /**
-     * Checks that {@code delta} was made for this base and fits it (fingerprint, site names,
-     * ops and shapes), without writing anything.
+     * Checks that {@code delta} was made for this base and fits it (kind, fingerprint, site
+     * names, ops and shapes; for an int8 delta, every tensor index, count and size, and the
+     * recomputed scales), without changing anything: an int8 delta is applied to a scratch copy.
      *
-     * @throws WrongBaseException the delta has no tflite fingerprint or was made for other bytes
-     * @throws ShapeMismatchException a delta site is missing here, has another op, or does not fit
+     * @throws WrongBaseException the delta is of the other kind (float or int8), has no
+     *     fingerprint for this format, or was made for other bytes
+     * @throws ShapeMismatchException a delta site or tensor is missing here or does not fit
+     * @throws NonFiniteException an int8 delta's recomputed scale is not finite and > 0
      */
-    public void check(Delta delta) throws EdgepatchException {
-        updates(delta);
+    public void check(TaskDelta delta) throws EdgepatchException {
+        if (delta instanceof Int8Delta) {
+            writeInt8(int8(delta), ByteBuffer.allocate(size()));
+        } else {
+            updates(delta);
+        }
     }
 
     /**
      * The base bytes with {@code delta} applied, in a new direct buffer of native byte order
      * (position 0, limit {@link #size()}), ready for {@code new Interpreter(buffer)}.
      *
-     * @throws WrongBaseException the delta was made for another base
-     * @throws ShapeMismatchException a delta tensor does not fit its site
+     * @throws WrongBaseException the delta is of the other kind (float or int8) or was made for another base
+     * @throws ShapeMismatchException a delta tensor does not fit its site (or, int8, its base tensor)
+     * @throws NonFiniteException an int8 delta's recomputed scale is not finite and > 0
+     * @throws BaseModelException an int8 delta writes a tensor this base cannot patch alone
      */
-    public ByteBuffer apply(Delta delta) throws EdgepatchException {
+    public ByteBuffer apply(TaskDelta delta) throws EdgepatchException {
+        if (delta instanceof Int8Delta) {
+            return writeInt8(int8(delta), ByteBuffer.allocateDirect(size()));
+        }
         List<SiteUpdates.Update> updates = updates(delta); // everything is checked before the copy
         ByteBuffer out = ByteBuffer.allocateDirect(size());
         return write(updates, out);
     }
 
     /**
-     * As {@link #apply(Delta)}, into {@code target}: a direct buffer of at least {@link #size()}
+     * As {@link #apply(TaskDelta)}, into {@code target}: a direct buffer of at least {@link #size()}
      * bytes that no interpreter uses now. Returns it with position 0 and limit {@code size()}.
-     * Saves the allocation on repeated swaps; the whole base is still copied in.
+     * Saves the allocation on repeated swaps; the whole base is still copied in. A float delta
+     * is checked before anything is written; an int8 delta is checked as it is written (as in
+     * Python), so after its exception the target holds a partly patched copy.
      *
      * @throws IllegalArgumentException {@code target} is too small or read-only
      */
-    public ByteBuffer applyInto(Delta delta, ByteBuffer target) throws EdgepatchException {
+    public ByteBuffer applyInto(TaskDelta delta, ByteBuffer target) throws EdgepatchException {
         if (target.capacity() < size() || target.isReadOnly()) {
             throw new IllegalArgumentException("target must be a writable buffer of at least " + size()
                     + " bytes; received capacity " + target.capacity() + (target.isReadOnly() ? ", read-only" : ""));
+        }
+        if (delta instanceof Int8Delta) {
+            return writeInt8(int8(delta), target);
         }
         List<SiteUpdates.Update> updates = updates(delta);
         return write(updates, target);
     }
 
-    private List<SiteUpdates.Update> updates(Delta delta) throws EdgepatchException {
+    private List<SiteUpdates.Update> updates(TaskDelta task) throws EdgepatchException {
+        if (isInt8()) {
+            throw new WrongBaseException("float delta for task '" + task.task().name() + "' needs a float base; "
+                    + source + " is an int8 base (it takes int8 deltas)");
+        }
+        Delta delta = (Delta) task; // Delta and Int8Delta are the only TaskDeltas
         checkFingerprint(delta);
         return SiteUpdates.compute(sites, headWidth, delta, source);
+    }
+
+    /** The int8 delta, once it is known to be for this base (kind, then fingerprint, as Python checks it). */
+    private Int8Delta int8(TaskDelta task) throws WrongBaseException {
+        Int8Delta delta = (Int8Delta) task;
+        if (!isInt8()) {
+            throw new WrongBaseException("int8 delta for task '" + delta.task().name() + "' needs an int8 base; "
+                    + source + " is a float base (it takes float deltas)");
+        }
+        if (!delta.baseSha256().equals(sha256)) {
+            throw new WrongBaseException("int8 delta for task '" + delta.task().name() + "' was made for base sha256 "
+                    + delta.baseSha256().substring(0, 16) + "\u2026, but " + source + " has sha256 "
+                    + sha256.substring(0, 16) + "\u2026");
+        }
+        return delta;
+    }
+
+    private ByteBuffer writeInt8(Int8Delta delta, ByteBuffer target) throws EdgepatchException {
+        ByteBuffer out = target.duplicate().order(ByteOrder.LITTLE_ENDIAN);
+        out.clear();
+        out.put(data.duplicate());
+        Int8Patcher.patch(int8Model, data, out, delta, source);
+        return result(target);
+    }
+
+    private ByteBuffer result(ByteBuffer target) {
+        ByteBuffer result = target.duplicate().order(ByteOrder.nativeOrder());
+        result.position(0);
+        result.limit(size());
+        return result;
     }
 
     private void checkFingerprint(Delta delta) throws WrongBaseException {
@@ -210,10 +281,7 @@ public final class TfliteBase {
                 floats(out, update.slots.bias).put(update.bias);
             }
         }
-        ByteBuffer result = target.duplicate().order(ByteOrder.nativeOrder());
-        result.position(0);
-        result.limit(size());
-        return result;
+        return result(target);
     }
 
     /** kernel[..., c, ...] *= scale[c] along {@code axis}, in float32 (numpy's np.multiply). */

@@ -14,7 +14,9 @@ import java.util.Map;
  * <ul>
  *   <li>Model: 1 operator_codes [OperatorCode], 2 subgraphs [SubGraph], 4 buffers [Buffer]</li>
  *   <li>SubGraph: 0 tensors [Tensor], 1 inputs [i32], 2 outputs [i32], 3 operators [Operator]</li>
- *   <li>Tensor: 0 shape [i32], 1 type i8, 2 buffer u32, 3 name string, 7 shape_signature [i32]</li>
+ *   <li>Tensor: 0 shape [i32], 1 type i8, 2 buffer u32, 3 name string, 4 quantization
+ *       [QuantizationParameters], 7 shape_signature [i32]</li>
+ *   <li>QuantizationParameters: 2 scale [f32], 3 zero_point [i64]</li>
  *   <li>Buffer: 0 data [u8], 1 offset u64, 2 size u64</li>
  *   <li>Operator: 0 opcode_index u32, 1 inputs [i32], 2 outputs [i32]</li>
  *   <li>OperatorCode: 0 deprecated_builtin_code i8, 3 builtin_code i32 (the larger wins)</li>
@@ -29,11 +31,15 @@ final class TfliteModel {
     static final int DEPTHWISE_CONV_2D = 4;
     static final int FULLY_CONNECTED = 9;
     static final int FLOAT32 = 0;
+    static final int INT32 = 2;
+    static final int INT8 = 9;
 
     /** TensorType code -> item size, for the types whose data size can be checked (0: unknown). */
     private static final int[] ITEM_SIZES = {4, 2, 4, 1, 8, 0, 1, 2, 8, 1, 8, 16, 8, 0, 0, 4, 2};
     private static final String[] TYPE_NAMES = {"float32", "float16", "int32", "uint8", "int64", "string", "bool",
         "int16", "complex64", "int8", "float64", "complex128", "uint64", "resource", "variant", "uint32", "uint16"};
+    /** {absolute offset, count} of an absent vector. */
+    private static final long[] ABSENT = {0, 0};
 
     static final class Tensor {
         final int index;
@@ -43,8 +49,11 @@ final class TfliteModel {
         final long buffer;
         final long dataOffset; // absolute position of the data in the file, -1 when the buffer is empty
         final long dataSize;
+        final long[] scales; // {absolute offset, count} of the float32 quantization scales; {0, 0} if none
+        final long[] zeroPoints; // {absolute offset, count} of the int64 zero points; {0, 0} if none
 
-        Tensor(int index, String name, int[] shape, int type, long buffer, long dataOffset, long dataSize) {
+        Tensor(int index, String name, int[] shape, int type, long buffer, long dataOffset, long dataSize,
+                long[] scales, long[] zeroPoints) {
             this.index = index;
             this.name = name;
             this.shape = shape;
@@ -52,10 +61,17 @@ final class TfliteModel {
             this.buffer = buffer;
             this.dataOffset = dataOffset;
             this.dataSize = dataSize;
+            this.scales = scales;
+            this.zeroPoints = zeroPoints;
         }
 
         String typeName() {
             return type >= 0 && type < TYPE_NAMES.length ? TYPE_NAMES[type] : "type " + type;
+        }
+
+        /** The type as the Python reader's numpy dtype prints it: None for types numpy cannot hold. */
+        String dtypeName() {
+            return type >= 0 && type < TYPE_NAMES.length && ITEM_SIZES[type] > 0 ? TYPE_NAMES[type] : "None";
         }
     }
 
@@ -75,10 +91,40 @@ final class TfliteModel {
 
     final List<Tensor> tensors;
     final List<Op> ops;
+    private final Map<Long, Integer> bufferUsers = new HashMap<Long, Integer>();
 
     private TfliteModel(List<Tensor> tensors, List<Op> ops) {
         this.tensors = tensors;
         this.ops = ops;
+        for (Tensor tensor : tensors) {
+            Integer count = bufferUsers.get(tensor.buffer);
+            bufferUsers.put(tensor.buffer, count == null ? 1 : count + 1);
+        }
+    }
+
+    /** How many tensors of subgraph 0 name {@code buffer}. */
+    int bufferUsers(long buffer) {
+        Integer count = bufferUsers.get(buffer);
+        return count == null ? 0 : count;
+    }
+
+    /**
+     * True when every CONV_2D and DEPTHWISE_CONV_2D kernel is int8 (a full-integer model), as
+     * {@code is_int8_model} in {@code edgepatch/runtime/tflite_int8.py} decides.
+     */
+    boolean isInt8() {
+        boolean any = false;
+        for (Op op : ops) {
+            if ((op.opcode == CONV_2D || op.opcode == DEPTHWISE_CONV_2D) && op.inputs.length > 1) {
+                // An omitted input (-1) indexes from the end in Python (tensors[-1]); so here too.
+                int index = op.inputs[1] >= 0 ? op.inputs[1] : tensors.size() + op.inputs[1];
+                if (index < 0 || tensors.get(index).type != INT8) {
+                    return false;
+                }
+                any = true;
+            }
+        }
+        return any;
     }
 
     static String opName(int code) {
@@ -152,6 +198,7 @@ final class TfliteModel {
             long buffer = fb.scalar(table, 2, 4, 0, what, "buffer") & 0xffffffffL;
             String name = fb.string(table, 3, what, "name");
             fb.int32s(table, 7, what, "shape_signature"); // read for its bounds checks, as the Python reader does
+            long[][] quantization = readQuantization(fb, table, what);
             if (buffer >= buffers.length) {
                 throw new FlatBufferReader.Malformed(what + " (" + Text.quote(name) + "): buffer index " + buffer
                         + " is out of range (model has " + buffers.length + " buffers)");
@@ -161,13 +208,28 @@ final class TfliteModel {
                 data = locateBuffer(fb, buffers[(int) buffer], (int) buffer);
                 located.put(buffer, data);
             }
-            Tensor tensor = new Tensor(index, name, shape, type, buffer, data[0], data[1]);
+            Tensor tensor = new Tensor(index, name, shape, type, buffer, data[0], data[1], quantization[0],
+                    quantization[1]);
             if (tensor.dataOffset >= 0 && type >= 0 && type < ITEM_SIZES.length && ITEM_SIZES[type] > 0) {
                 checkDataSize(what, tensor);
             }
             tensors.add(tensor);
         }
         return tensors;
+    }
+
+    /** {scales, zero points} of a tensor's QuantizationParameters, each {absolute offset, count}. */
+    private static long[][] readQuantization(FlatBufferReader fb, FlatBufferReader.Table table, String what)
+            throws FlatBufferReader.Malformed {
+        long pos = fb.subtable(table, 4, what, "quantization");
+        if (pos < 0) {
+            return new long[][] {ABSENT, ABSENT};
+        }
+        String where = what + " quantization";
+        FlatBufferReader.Table quantization = fb.table(pos, where);
+        long[] scales = fb.vector(quantization, 2, 4, where, "scale");
+        long[] zeroPoints = fb.vector(quantization, 3, 8, where, "zero_point");
+        return new long[][] {scales, zeroPoints};
     }
 
     /** {absolute data offset or -1 if empty, data size} of one Buffer. */

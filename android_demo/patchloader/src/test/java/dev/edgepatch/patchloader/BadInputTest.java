@@ -17,10 +17,12 @@ import org.junit.Test;
  * must end in an {@link EdgepatchException}, never in another exception.
  */
 public class BadInputTest {
-    /** Runs (base, delta) as an app would; returns what was thrown, or null. */
-    private static EdgepatchException outcome(String baseName, String deltaName) throws Exception {
+    /** Runs (base, delta) as an app would, reading the delta as {@code kind}; returns what was thrown, or null. */
+    private static EdgepatchException outcome(String baseName, String deltaName, Object kind) throws Exception {
         try {
-            Delta delta = deltaName == null ? null : Delta.decode(TestData.bytes(deltaName), deltaName);
+            TaskDelta delta = deltaName == null ? null : "int8_delta".equals(kind)
+                    ? Int8Delta.decode(TestData.bytes(deltaName), deltaName)
+                    : Delta.decode(TestData.bytes(deltaName), deltaName);
             TfliteBase base = TfliteBase.load(TestData.bytes(baseName), baseName);
             if (delta != null) {
                 base.apply(delta);
@@ -39,17 +41,20 @@ public class BadInputTest {
     @Test
     public void everyBadCaseFailsWithPythonsClassAndMessage() throws Exception {
         List<Map<String, Object>> cases = TestData.cases("bad.json");
-        assertTrue("bad.json lists the cases", cases.size() >= 40);
+        assertTrue("bad.json lists the cases", cases.size() >= 80);
+        int int8 = 0;
         for (Map<String, Object> bad : cases) {
             String what = bad.get("base") + " + " + bad.get("delta");
+            int8 += "int8_delta".equals(bad.get("kind")) ? 1 : 0;
             EdgepatchException error = outcome((String) bad.get("base"), (String) (bad.get("delta") == Json.NULL
-                    ? null : bad.get("delta")));
+                    ? null : bad.get("delta")), bad.get("kind"));
             if (error == null) {
                 fail(what + ": Java accepted it; Python raised " + bad.get("error") + ": " + bad.get("message"));
             }
             assertEquals(what, javaClass((String) bad.get("error")), error.getClass().getSimpleName());
             assertEquals(what, bad.get("message"), error.getMessage());
         }
+        assertTrue("bad.json lists int8 cases", int8 >= 40);
     }
 
     @Test

@@ -14,15 +14,17 @@ import org.junit.Test;
 
 /**
  * The cross-language golden test: Python made the bases and deltas and wrote its own
- * patched bytes ({@code TFLiteBase(base).patched_bytes(delta)}); Java must produce the
- * very same bytes, in both buffer layouts, for fp32 and fp16 deltas and every role set.
+ * patched bytes ({@code TFLiteBase(base).patched_bytes(delta)}, for an int8 base
+ * {@code TFLiteInt8Base}); Java must produce the very same bytes, in both buffer layouts,
+ * for fp32 and fp16 deltas and every role set, and for exact, compact (refold) and
+ * sparse-edit int8 deltas.
  */
 public class GoldenTest {
     private static byte[] javaPatched(Map<String, Object> golden) throws Exception {
         String baseName = (String) golden.get("base");
         String deltaName = (String) golden.get("delta");
         TfliteBase base = TfliteBase.load(TestData.bytes(baseName), baseName);
-        ByteBuffer model = base.apply(Delta.decode(TestData.bytes(deltaName), deltaName));
+        ByteBuffer model = base.apply(TaskDelta.decode(TestData.bytes(deltaName), deltaName));
         byte[] out = new byte[model.remaining()];
         model.get(out);
         return out;
@@ -41,8 +43,10 @@ public class GoldenTest {
     @Test
     public void everyGoldenCaseMatchesPythonByteForByte() throws Exception {
         List<Map<String, Object>> cases = TestData.cases("golden.json");
-        assertTrue("golden.json lists the cases", cases.size() >= 6);
+        assertTrue("golden.json lists the cases", cases.size() >= 9);
+        int int8 = 0;
         for (Map<String, Object> golden : cases) {
+            int8 += "int8_delta".equals(golden.get("kind")) ? 1 : 0;
             String what = golden.get("base") + " + " + golden.get("delta");
             byte[] expected = TestData.bytes((String) golden.get("expected"));
             byte[] actual = javaPatched(golden);
@@ -50,6 +54,44 @@ public class GoldenTest {
             assertEquals(what, golden.get("sha256"), sha256(actual));
             assertTrue(what + " changes the base", !Arrays.equals(actual, TestData.bytes((String) golden.get("base"))));
         }
+        assertEquals("int8 cases: exact, compact, sparse edits, rounding", 4, int8);
+    }
+
+    @Test
+    public void int8CasesAreWhatTheyClaim() throws Exception {
+        Int8Delta exact = Int8Delta.decode(TestData.bytes("gamma_exact.int8.delta"), "exact");
+        Int8Delta compact = Int8Delta.decode(TestData.bytes("gamma_compact.int8.delta"), "compact");
+        Int8Delta edits = Int8Delta.decode(TestData.bytes("gamma_edits.int8.delta"), "edits");
+        assertEquals(0, exact.refoldCount());
+        assertTrue(compact.refoldCount() >= 3);
+        assertTrue(!exact.data.isEmpty() && exact.edits.isEmpty());
+        assertTrue(edits.data.isEmpty() && !edits.edits.isEmpty());
+        assertEquals(exact.baseSha256(), edits.baseSha256());
+        for (String name : new String[] {"base_int8_exact.tflite", "base_int8_compact.tflite"}) {
+            TfliteBase base = TfliteBase.load(TestData.bytes(name), name);
+            assertTrue(name, base.isInt8());
+            assertEquals(name, Arrays.<String>asList(), base.siteNames());
+        }
+        assertTrue(!TfliteBase.load(TestData.bytes("base.tflite"), "base.tflite").isInt8());
+    }
+
+    @Test
+    public void int8ApplyIntoAReusedBufferGivesTheSameBytesAndLeavesTheBaseAlone() throws Exception {
+        byte[] baseBytes = TestData.bytes("base_int8_exact.tflite");
+        byte[] original = baseBytes.clone();
+        TfliteBase base = TfliteBase.load(baseBytes, "base_int8_exact.tflite");
+        ByteBuffer target = ByteBuffer.allocateDirect(base.size() + 3);
+        for (String name : new String[] {"gamma_edits.int8", "gamma_exact.int8", "gamma_edits.int8"}) {
+            TaskDelta delta = TaskDelta.decode(TestData.bytes(name + ".delta"), name);
+            base.check(delta);
+            ByteBuffer model = base.applyInto(delta, target);
+            assertEquals(ByteOrder.nativeOrder(), model.order());
+            assertEquals(base.size(), model.remaining());
+            byte[] out = new byte[model.remaining()];
+            model.get(out);
+            assertSameBytes(name, TestData.bytes("expected/" + name + ".tflite"), out);
+        }
+        assertArrayEquals(original, baseBytes);
     }
 
     @Test

@@ -1,6 +1,8 @@
 package dev.edgepatch.patchloader.tools;
 
 import dev.edgepatch.patchloader.Delta;
+import dev.edgepatch.patchloader.Int8Delta;
+import dev.edgepatch.patchloader.TaskDelta;
 import dev.edgepatch.patchloader.TfliteBase;
 import java.io.File;
 import java.io.FileInputStream;
@@ -10,8 +12,8 @@ import java.nio.channels.FileChannel;
 import java.util.Arrays;
 
 /**
- * Times a task swap on the host JVM: verify + decode a delta held in memory, then write the
- * task into the base's bytes. The base is loaded (sha256 + site index) once, outside the
+ * Times a task swap on the host JVM: verify + decode a delta (float or int8) held in memory, then
+ * write the task into the base's bytes. The base is loaded (sha256 + site index) once, outside the
  * timing, as an app does at start-up.
  *
  * <pre>
@@ -40,12 +42,12 @@ public final class ApplyBenchmark {
         double loadMs = (System.nanoTime() - start) / 1e6;
 
         start = System.nanoTime();
-        Delta first = Delta.decode(deltaBytes, args[1]);
+        TaskDelta first = TaskDelta.decode(deltaBytes, args[1]);
         base.apply(first);
         double coldMs = (System.nanoTime() - start) / 1e6;
 
         for (int i = 0; i < repeats; i++) {
-            base.apply(Delta.decode(deltaBytes, args[1]));
+            base.apply(TaskDelta.decode(deltaBytes, args[1]));
         }
         double[] decode = new double[repeats];
         double[] apply = new double[repeats];
@@ -54,7 +56,7 @@ public final class ApplyBenchmark {
         ByteBuffer reused = ByteBuffer.allocateDirect(base.size());
         for (int i = 0; i < repeats; i++) {
             long t0 = System.nanoTime();
-            Delta delta = Delta.decode(deltaBytes, args[1]);
+            TaskDelta delta = TaskDelta.decode(deltaBytes, args[1]);
             long t1 = System.nanoTime();
             ByteBuffer model = base.apply(delta);
             long t2 = System.nanoTime();
@@ -68,10 +70,11 @@ public final class ApplyBenchmark {
                 throw new IllegalStateException("unexpected model size");
             }
         }
-        System.out.printf("base %s: %d bytes, %d sites; load (sha256 + index, once) %.1f ms%n",
-                args[0], base.size(), base.siteNames().size(), loadMs);
-        System.out.printf("delta %s: %d bytes, task %s, %d sites, kinds %s%n", args[1], deltaBytes.length,
-                first.task().name(), first.sites().size(), first.kinds());
+        System.out.printf("base %s: %d bytes, %s; load (sha256 + index, once) %.1f ms%n", args[0], base.size(),
+                base.isInt8() ? "int8" : base.siteNames().size() + " sites", loadMs);
+        String what = first instanceof Delta ? ((Delta) first).sites().size() + " sites, kinds "
+                + ((Delta) first).kinds() : "int8, " + ((Int8Delta) first).refoldCount() + " refolds";
+        System.out.printf("delta %s: %d bytes, task %s, %s%n", args[1], deltaBytes.length, first.task().name(), what);
         System.out.printf("cold first swap (decode + apply, before JIT warm-up): %.2f ms%n", coldMs);
         report("decode (verify + unpack)", decode);
         report("apply (new direct buffer)", apply);
