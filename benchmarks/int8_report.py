@@ -28,14 +28,16 @@ def _own_int8_model(trained: dict, calibration: str, width: int) -> bytes:
     """The task's separately converted int8 model: same folded graph, same calibration images."""
     from converters.convert import load_checkpoint, task_model
     from converters.fold import fold_batchnorm
-    from converters.folded_model import build_folded_model
+    from converters.folded_model import build_folded_model, foldable_pads
     from converters.quantize import export_int8, load_calibration
     from edgepatch.patchfile import read_patch
 
     patch = read_patch(trained["patch"])
-    model = task_model(load_checkpoint(trained["base_checkpoint"]), patch, trained["patch"])
+    base = load_checkpoint(trained["base_checkpoint"])
+    model = task_model(base, patch, trained["patch"])
     images = load_calibration(calibration, patch.task.name, patch.task.resolution, patch.task.preprocessing)
-    return export_int8(build_folded_model(model, fold_batchnorm(model), width), images)
+    pads = foldable_pads(base, (int(base.inputs[0].shape[1]), patch.task.resolution))  # as convert decides
+    return export_int8(build_folded_model(model, fold_batchnorm(model), width, pads), images)
 
 
 def main() -> None:

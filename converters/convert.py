@@ -19,7 +19,7 @@ import numpy as np
 
 from converters.emit_delta import make_delta
 from converters.fold import fold_batchnorm
-from converters.folded_model import build_folded_model
+from converters.folded_model import build_folded_model, foldable_pads
 from edgepatch.atomic import make_stage_dir, replace_dir
 from edgepatch.delta import read_delta, write_delta
 from edgepatch.errors import FoldError, UsageError
@@ -126,7 +126,9 @@ def convert(
     if head_width is not None and head_width < widest:
         raise UsageError(f"head width must be >= {widest} (the widest task). Received head_width={head_width}")
     width = head_width or widest
-    folded_model = build_folded_model(base, base_folded, width)
+    # Every input size the base must reproduce exactly: its own and each task's.
+    pads = foldable_pads(base, tuple(r for r in (base.inputs[0].shape[1], *(p.task.resolution for p in patches)) if r))
+    folded_model = build_folded_model(base, base_folded, width, pads)
     exporters = {"tflite": (export_tflite_base, TFLiteBase), "onnx": (export_onnx_base, OnnxBase)}
     out_dir = os.path.abspath(out_dir)
     stage = make_stage_dir(out_dir, "convert")
@@ -159,14 +161,14 @@ def convert(
                         f"by {error:.2e} max-abs logits, above {PARITY_TOLERANCE[dtype] * scale:.1e}"
                     )
             if quantize:
-                int8_tasks.append((patch.task, build_folded_model(model, fold_batchnorm(model), width)))
+                int8_tasks.append((patch.task, build_folded_model(model, fold_batchnorm(model), width, pads)))
         if quantize:
             from converters.quantize import emit_int8
 
             resolution = int(base.inputs[0].shape[1])
             # A task records its preprocessing; a base converted alone uses the backbone default.
             preprocessing = patches[0].task.preprocessing if patches else BACKBONES["mobilenet_v2"].preprocessing
-            result.int8 = emit_int8(stage, build_folded_model(base, base_folded, width), int8_tasks,
+            result.int8 = emit_int8(stage, build_folded_model(base, base_folded, width, pads), int8_tasks,
                                     calibration_dir, resolution, preprocessing, int8_delta)
         replace_dir(stage, out_dir)
         return result

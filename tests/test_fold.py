@@ -97,3 +97,27 @@ def test_mobilenet_v2_patch_parameter_counts(tmp_path):
     info = describe_file(path)  # what `edgepatch inspect mobilenet_v2.keras` prints
     assert info["parameters"] == 3_538_984
     assert info["parameters_by_kind"] == {"scale_bias": 34_112, "depthwise": 64_224, "logits": 1_281_000}
+
+
+def test_mobilenet_pads_fold_into_same_convs_where_exact():
+    """MobileNetV2's ZeroPadding2D + valid stride-2 conv == a 'same' conv on even inputs: no PAD op left."""
+    from converters.export_tflite import export_tflite_base
+    from converters.fold import fold_batchnorm
+    from converters.folded_model import build_folded_model, foldable_pads
+    from edgepatch.models import build_classifier, clone_with_input
+    from edgepatch.runtime.tflite_file import parse_tflite
+
+    model = build_classifier(alpha=0.35, resolution=64, weights="none", num_classes=3, seed=0)
+    set_real_bn_statistics(model, seed=4)
+    pads = foldable_pads(model, (64, 96))
+    assert pads == {f"block_{i}_pad": f"block_{i}_depthwise" for i in (1, 3, 6, 13)}
+    assert foldable_pads(model, (64, 80)) == {}  # 80 px gives block_13 an odd (5 px) input
+    folded = fold_batchnorm(model)
+    folded_model = build_folded_model(model, folded, 3, pads)
+    any_size = clone_with_input(model, None, lambda layer: layer)  # the same layers, so the same (0, 1) pads
+    for size in (64, 96):
+        x = np.random.default_rng(size).uniform(-1, 1, (2, size, size, 3)).astype(np.float32)
+        expected = np.asarray(any_size(x, training=False))
+        assert np.max(np.abs(np.asarray(folded_model(x)) - expected)) <= 1e-4 * np.max(np.abs(expected))
+    opcodes = {op.opcode for op in parse_tflite(export_tflite_base(folded_model, folded, 3), "base").ops}
+    assert "PAD" not in opcodes and "DEPTHWISE_CONV_2D" in opcodes
