@@ -91,8 +91,16 @@ def _direct_onnx(model, path: str) -> None:
 
 
 def direct_for_ship(demo_dir: str, task: str, work_dir: str) -> tuple[str, str]:
-    """Direct conversions of a converted task (``edgepatch demo`` layout: base.keras, patches/, ship/)."""
-    out = (os.path.join(work_dir, f"{task}.tflite"), os.path.join(work_dir, f"{task}.onnx"))
+    """Direct conversions of a converted task (``edgepatch demo`` layout: base.keras, patches/, ship/).
+
+    Cached under ``work_dir`` by the patch's content, so another demo run never reuses them.
+    """
+    import hashlib
+
+    patch_path = os.path.join(demo_dir, "patches", f"{task}.patch")
+    with open(patch_path, "rb") as handle:
+        key = hashlib.sha256(handle.read()).hexdigest()[:16]
+    out = (os.path.join(work_dir, f"{task}-{key}.tflite"), os.path.join(work_dir, f"{task}-{key}.onnx"))
     if all(os.path.exists(p) for p in out):
         return out
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -101,7 +109,6 @@ def direct_for_ship(demo_dir: str, task: str, work_dir: str) -> tuple[str, str]:
     from edgepatch.patchfile import read_patch
 
     os.makedirs(work_dir, exist_ok=True)
-    patch_path = os.path.join(demo_dir, "patches", f"{task}.patch")
     model = task_model(load_checkpoint(os.path.join(demo_dir, "base.keras")), read_patch(patch_path), patch_path)
     _direct_tflite(model, out[0])
     _direct_onnx(model, out[1])

@@ -4,8 +4,9 @@ Tasks trained per input resolution share one base. A cascade runs the
 lowest resolution first and accepts its answer when the top probability
 reaches that stage's threshold; otherwise it escalates to the next
 resolution. The last stage always answers. ``fit_cascade`` picks the
-thresholds on validation data: the lowest mean cost whose accuracy is at
-least the best single resolution's minus ``tolerance``.
+stages (any ascending subset of the resolutions, down to the best single
+one alone) and thresholds on validation data: the lowest mean cost whose
+accuracy is at least the best single resolution's minus ``tolerance``.
 """
 
 from __future__ import annotations
@@ -72,20 +73,68 @@ def fit_cascade(probabilities: dict[int, np.ndarray], labels: np.ndarray, costs:
     resolutions = tuple(sorted(probabilities))
     if len(resolutions) < 2 or set(resolutions) != set(costs):
         raise UsageError(f"a cascade needs >= 2 resolutions with a cost each. Received {list(resolutions)}")
-    stages = [probabilities[r] for r in resolutions]
-    if any(p.shape != stages[0].shape for p in stages) or stages[0].shape[0] != labels.shape[0]:
+    if any(probabilities[r].shape != probabilities[resolutions[0]].shape for r in resolutions) \
+            or probabilities[resolutions[0]].shape[0] != labels.shape[0]:
         raise UsageError("every resolution needs probabilities for the same validation images")
-    singles = {r: float(np.mean(p.argmax(axis=1) == labels)) for r, p in zip(resolutions, stages)}
+    singles = {r: float(np.mean(probabilities[r].argmax(axis=1) == labels)) for r in resolutions}
     best = max(resolutions, key=lambda r: (singles[r], -costs[r]))
     floor = singles[best] - tolerance
-    grids = [np.unique(np.quantile(p.max(axis=1), np.linspace(0, 1, GRID_LEVELS))) for p in stages[:-1]]
-    stage_costs = [costs[r] for r in resolutions]
-    chosen = ((None,) * len(grids), *simulate(stages, labels, stage_costs, (None,) * len(grids)))
-    for thresholds in itertools.product(*[[float(t) for t in g] + [None] for g in grids]):
-        accuracy, cost = simulate(stages, labels, stage_costs, thresholds)
-        if accuracy >= floor and cost < chosen[2]:
-            chosen = (thresholds, accuracy, cost)
-    return CascadeFit(resolutions, chosen[0], chosen[1], chosen[2], best, singles[best], float(costs[best]))
+    chosen = ((best,), (), singles[best], float(costs[best]))  # the best single resolution alone
+    # Any ascending subset of the resolutions can be a cascade; a stage left out is never run.
+    for size in range(2, len(resolutions) + 1):
+        for subset in itertools.combinations(resolutions, size):
+            stages = [probabilities[r] for r in subset]
+            stage_costs = [costs[r] for r in subset]
+            grids = [np.unique(np.quantile(p.max(axis=1), np.linspace(0, 1, GRID_LEVELS))) for p in stages[:-1]]
+            for thresholds in itertools.product(*[[float(t) for t in g] + [None] for g in grids]):
+                accuracy, cost = simulate(stages, labels, stage_costs, thresholds)
+                if accuracy >= floor and cost < chosen[3]:
+                    chosen = (subset, thresholds, accuracy, cost)
+    return CascadeFit(chosen[0], chosen[1], chosen[2], chosen[3], best, singles[best], float(costs[best]))
+
+
+@dataclass(frozen=True)
+class StageMeasurements:
+    """Per-resolution softmax outputs on one set of labelled images, and measured per-image costs."""
+
+    probabilities: dict[int, np.ndarray]
+    labels: np.ndarray
+    costs_ms: dict[int, float]
+    deltas: dict[int, str]
+
+
+def measure_stages(base, delta_paths, split, timing_runs: int = 25) -> StageMeasurements:
+    """Run every per-resolution delta on ``split.test``; time one image per resolution (median ms).
+
+    The resolutions are timed in interleaved rounds, so that load on the machine shifts all alike.
+
+    Raises:
+        UsageError: two deltas share a resolution, or a delta's classes are not the data's.
+    """
+    import statistics
+
+    from edgepatch.runtime import read_task_delta
+    from edgepatch.runtime.images import load_images
+    from edgepatch.runtime.runner import softmax
+
+    labels = np.array([label for _, label in split.test])
+    probabilities, runners, deltas = {}, {}, {}
+    for path in delta_paths:
+        runner = base.apply(read_task_delta(path))
+        resolution = runner.task.resolution
+        if resolution in probabilities or tuple(runner.task.classes) != tuple(split.classes):
+            raise UsageError(f"'{path}': each delta needs its own resolution and the data's classes {list(split.classes)}")
+        images = load_images([p for p, _ in split.test], runner.task)
+        probabilities[resolution] = np.concatenate([softmax(runner.predict(images[i:i + 32]))
+                                                    for i in range(0, len(images), 32)])
+        runner.time_one(images[:1])  # warm-up
+        runners[resolution], deltas[resolution] = (runner, images[:1]), path
+    times = {resolution: [] for resolution in runners}
+    for _ in range(timing_runs):
+        for resolution, (runner, image) in runners.items():
+            times[resolution].append(runner.time_one(image))
+    costs = {resolution: statistics.median(t) * 1e3 for resolution, t in times.items()}
+    return StageMeasurements(probabilities, labels, costs, deltas)
 
 
 def save_cascade(path: str, fit: CascadeFit, deltas: dict[int, str], base: str) -> None:

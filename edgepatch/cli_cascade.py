@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
-
 import click
 
 from edgepatch.cli_common import emit, expected_errors
@@ -12,11 +10,6 @@ from edgepatch.cli_common import emit, expected_errors
 @click.group()
 def cascade():
     """Resolution cascade: lowest resolution first, escalate when unsure (paper appendix C)."""
-
-
-def _median_ms(runner, image, runs: int = 15) -> float:
-    runner.time_one(image)  # warm-up
-    return statistics.median(runner.time_one(image) for _ in range(runs)) * 1e3
 
 
 @cascade.command()
@@ -36,32 +29,14 @@ def fit(base_path, delta_paths, data_dir, tolerance, out_path, as_json):
       edgepatch cascade fit --base ship/base.tflite --delta ship/f_96.delta --delta ship/f_160.delta \\
           --data data/flowers --out cascade.json
     """
-    import numpy as np
-
-    from edgepatch.cascade import fit_cascade, save_cascade
+    from edgepatch.cascade import fit_cascade, measure_stages, save_cascade
     from edgepatch.data import scan_image_folders
-    from edgepatch.errors import UsageError
-    from edgepatch.runtime import load_base, read_task_delta
-    from edgepatch.runtime.images import load_images
-    from edgepatch.runtime.runner import softmax
+    from edgepatch.runtime import load_base
 
-    base = load_base(base_path)
-    split = scan_image_folders(data_dir)
-    labels = np.array([label for _, label in split.test])
-    probabilities, costs, deltas = {}, {}, {}
-    for path in delta_paths:
-        runner = base.apply(read_task_delta(path))
-        resolution = runner.task.resolution
-        if resolution in probabilities or tuple(runner.task.classes) != split.classes:
-            raise UsageError(f"'{path}': each delta needs its own resolution and the data's classes {list(split.classes)}")
-        images = load_images([p for p, _ in split.test], runner.task)
-        probabilities[resolution] = np.concatenate([softmax(runner.predict(images[i:i + 32]))
-                                                    for i in range(0, len(images), 32)])
-        costs[resolution] = _median_ms(runner, images[:1])
-        deltas[resolution] = path
-    result = fit_cascade(probabilities, labels, costs, tolerance)
-    save_cascade(out_path, result, deltas, base_path)
-    emit({**result.to_json(), "costs_ms": costs, "cascade": out_path}, as_json, lambda r: click.echo(
+    stages = measure_stages(load_base(base_path), delta_paths, scan_image_folders(data_dir))
+    result = fit_cascade(stages.probabilities, stages.labels, stages.costs_ms, tolerance)
+    save_cascade(out_path, result, stages.deltas, base_path)
+    emit({**result.to_json(), "costs_ms": stages.costs_ms, "cascade": out_path}, as_json, lambda r: click.echo(
         f"cascade {r['resolutions']} thresholds {r['thresholds']}: accuracy {r['accuracy']:.3f} at "
         f"{r['mean_cost']:.2f} ms mean vs best single {r['best_single_resolution']}px "
         f"{r['best_single_accuracy']:.3f} at {r['best_single_cost']:.2f} ms ({100 * r['cost_reduction']:.0f}% less)"))

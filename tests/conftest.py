@@ -96,6 +96,19 @@ def make_patch(base, path: str, name: str, classes: int, seed: int, kinds=("scal
     return model
 
 
+def write_calibration(root, names, size: int = 32, count: int = 12, seed: int = 1) -> str:
+    """``root/calibration/<name>/any_class/*.png``: random images, the layout ``convert --calibration`` reads."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for name in names:
+        folder = os.path.join(root, "calibration", name, "any_class")
+        os.makedirs(folder)
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(os.path.join(folder, f"{i}.png"))
+    return os.path.join(root, "calibration")
+
+
 @pytest.fixture(scope="session")
 def small_ship(tmp_path_factory):
     """A small CNN base converted with one task: (ship dir, Keras task model)."""

@@ -273,18 +273,13 @@ def test_cli_usage_errors_exit_2(classpath):
 @pytest.fixture(scope="module")
 def int8_ships(small_ship, tmp_path_factory) -> dict[str, tuple[str, str]]:
     """small_ship's gamma converted to int8, once per delta mode: mode -> (int8 base, int8 delta)."""
-    from PIL import Image
+    from conftest import write_calibration
 
     from converters.convert import convert
 
     ship, _ = small_ship
     root = tmp_path_factory.mktemp("android_int8")
-    rng = np.random.default_rng(1)
-    for name in ("base", "gamma"):
-        folder = root / "calibration" / name / "any_class"
-        folder.mkdir(parents=True)
-        for i in range(12):
-            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    write_calibration(str(root), ("base", "gamma"))
     ships = {}
     for mode in ("exact", "compact"):
         convert(str(ship.parent / "base.keras"), [str(ship.parent / "gamma.patch")], str(root / mode),

@@ -32,6 +32,17 @@ def test_fit_accepts_confident_low_resolution_answers():
     assert simulate([low, high], labels, [1.0, 5.0], (None,)) == (1.0, 6.0)
 
 
+def test_fit_keeps_the_best_single_resolution_when_no_cascade_is_cheaper():
+    from edgepatch.cascade import fit_cascade
+
+    labels = np.array([0, 1, 2, 0])
+    unsure_low = _one_hot(np.array([0, 1, 2, 1]), 0.5)  # 3 of 4 right, never confident
+    high = _one_hot(labels, 0.9)
+    fit = fit_cascade({96: unsure_low, 224: high}, labels, {96: 1.0, 224: 5.0}, tolerance=0.0)
+    assert fit.resolutions == (224,) and fit.thresholds == ()
+    assert (fit.accuracy, fit.mean_cost, fit.cost_reduction) == (1.0, 5.0, 0.0)
+
+
 def test_fit_rejects_a_single_resolution():
     from edgepatch.cascade import fit_cascade
     from edgepatch.errors import UsageError
@@ -68,7 +79,8 @@ def test_cascade_fit_and_run_from_the_cli(multires_ship):
                                        "--data", data, "--out", str(out), "--json"])
     assert fitted.exit_code == 0, fitted.output
     record = json.loads(fitted.output)
-    assert record["resolutions"] == [32, 48] and len(record["thresholds"]) == 1
+    assert record["resolutions"] in ([32], [48], [32, 48])  # the fit may keep a single stage
+    assert len(record["thresholds"]) == len(record["resolutions"]) - 1
     assert record["accuracy"] >= record["best_single_accuracy"] - 0.005
     assert record["mean_cost"] <= record["best_single_cost"] + 1e-9
     image = os.path.join(data, "test", "circle", sorted(os.listdir(os.path.join(data, "test", "circle")))[0])

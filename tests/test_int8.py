@@ -7,8 +7,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import make_patch, small_cnn
-from PIL import Image
+from conftest import make_patch, small_cnn, write_calibration
 
 
 @pytest.fixture(scope="module")
@@ -19,12 +18,7 @@ def int8_ship(tmp_path_factory):
     base = small_cnn(num_classes=3)
     base.save(str(root / "base.keras"))
     task = make_patch(base, str(root / "kappa.patch"), "kappa", 3, seed=6)
-    rng = np.random.default_rng(1)
-    for name in ("base", "kappa"):
-        folder = root / "calibration" / name / "any_class"
-        folder.mkdir(parents=True)
-        for i in range(12):
-            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    write_calibration(str(root), ("base", "kappa"))
     result = convert(str(root / "base.keras"), [str(root / "kappa.patch")], str(root / "ship"), formats=("tflite",),
                      quantize="int8", calibration_dir=str(root / "calibration"), int8_delta="exact")
     return root / "ship", task, result

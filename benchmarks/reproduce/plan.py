@@ -76,8 +76,8 @@ def full_plan() -> Plan:
         resolution=128,
         epochs=5,
         seeds=(0, 1, 2),
-        lr_grid={"last": (1e-3, 3e-3, 1e-2), "sb+last": (1e-4, 1e-3, 3e-3), "sb": PATCH_LRS,
-                 "dw+last": (1e-3, 3e-3), "sb+dw+last": (1e-3, 3e-3), "full": (1e-4, 3e-4, 1e-3)},
+        lr_grid={"last": PATCH_LRS, "sb+last": (1e-4, 1e-3, 3e-3), "sb": (1e-2,),
+                 "dw+last": (3e-3,), "sb+dw+last": (1e-3,), "full": (1e-4, 3e-4, 1e-3)},
         headline_variants=("last", "sb+last", "full"),
         far_variants=("last", "sb+last"),
         far_lr_grid={"last": PATCH_LRS, "sb+last": (1e-3, 3e-3)},
@@ -86,9 +86,10 @@ def full_plan() -> Plan:
         multitask_resolution=64, multitask_epochs=2, multitask_seeds=(0, 1, 2),
         multires_resolutions=(48, 64, 80), multires_epochs=2, multires_seeds=(0, 1, 2),
         large_epochs=2, large_seeds=(0, 1, 2),
-        notes=(("sized for about 60 minutes on 2 idle cores (about 10 more with --data-large): headline "
+        notes=(("sized for 60 minutes on 2 idle cores (about 10 more with --data-large): headline "
                 "comparisons (last, S/B + last and full on both domains, multi-task, multi-resolution) get 3 "
-                "seeds, the random backbone 2, the other variants and the BN-mode ablation 1"),),
+                "seeds, the random backbone 2, the other variants and the BN-mode ablation 1; LR sweeps are "
+                "wide only where the paper's LR claim needs them (S/B + last, full)"),),
     )
 
 
