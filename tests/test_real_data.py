@@ -13,10 +13,10 @@ def flowers_run(shared_dir, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("flowers")
     trained = train_command(
-        backbone="mobilenet_v2", alpha=1.0, resolution=96,
+        backbone="mobilenet_v2", alpha=1.0, resolution=128,
         weights=os.path.join(shared_dir, "weights", "mobilenet_v2_1.0_224_no_top.h5"),
         data_dir=os.path.join(shared_dir, "data", "flowers5"), task_name="flowers", patch_spec="scale_bias,logits",
-        epochs=2, lr=None, batch_size=32, bn_stats=None, bn_momentum=0.9, holdout=0.2, seed=0,
+        epochs=5, lr=3e-3, batch_size=32, bn_stats=None, bn_momentum=0.9, holdout=0.2, seed=0,
         out_dir=str(root / "run"),
     )
     converted = convert_command(trained["base_checkpoint"], [trained["patch"]], str(root / "ship"),
@@ -86,8 +86,10 @@ def test_int8_task_on_real_photos(flowers_run, shared_dir):
         f"{mode} {np.mean(t == labels):.3f} ({results[mode]['int8']['deltas']['flowers']['bytes']} B)"
         for mode, t in int8_top1.items()) + f"; compact {compact_percent:.2f}% of the int8 base, agrees with exact "
         f"on {np.mean(int8_top1['compact'] == int8_top1['exact']):.3f}")
-    for mode in results:  # 150 test images: one image is 0.67 points
-        assert np.mean(int8_top1[mode] == labels) >= float_accuracy - 0.03
-    assert compact_percent <= 1.0
-    # This quick 2-epoch task is near its decision boundaries; benchmarks/int8_report.py measures a trained one.
-    assert np.mean(int8_top1["compact"] == int8_top1["exact"]) >= 0.85
+    # The exact delta is the task's own int8 model (agreement 100%); 150 test images: one image is 0.67 points.
+    assert abs(np.mean(int8_top1["exact"] == labels) - float_accuracy) <= 0.01 + 1e-9
+    # Compact: benchmarks/int8_report.py measured 0.99% of the base, 99.3% agreement, +0.7 points; a test
+    # leaves room for one more flipped image and for training noise in the size.
+    assert np.mean(int8_top1["compact"] == int8_top1["exact"]) >= 0.98
+    assert abs(np.mean(int8_top1["compact"] == labels) - float_accuracy) <= 0.02 + 1e-9
+    assert compact_percent <= 1.1
