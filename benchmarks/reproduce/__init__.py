@@ -5,9 +5,10 @@ Run from the repository root::
     .venv/bin/python -m benchmarks.reproduce --quick \\
         --weights ../shared/weights/mobilenet_v2_1.0_224_no_top.h5 --data ../shared/data/flowers5
 
-``--quick`` (about 10 minutes on 2 idle cores) previews every experiment
-with fewer seeds, learning rates, epochs and pixels; the default full mode
-(about 60 minutes) is the one whose verdicts the report states as results.
+``--quick`` (under 10 minutes on 2 cores) previews four of the six
+experiments with one seed, fewer learning rates, epochs and pixels; the
+default full mode (sized for 60 minutes) runs all six, and its verdicts are
+the ones the report states as results.
 ``--data-large ../shared/data/flowers5_large`` adds the "more data" regime
 (about 10 minutes more). Measured figures are in each report's Setup.
 

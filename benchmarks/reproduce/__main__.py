@@ -36,7 +36,7 @@ DEFAULT_DATA = "../shared/data/flowers5"
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.reproduce", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="the ~10-minute preview instead of the full run")
+    parser.add_argument("--quick", action="store_true", help="the under-10-minute preview (4 of 6 experiments, 1 seed) instead of the full run")
     parser.add_argument("--plan", choices=sorted(PLANS), help=argparse.SUPPRESS)  # 'smoke' is for tests
     parser.add_argument("--weights", default=DEFAULT_WEIGHTS, help="MobileNetV2 1.0 no-top .h5 (default: %(default)s)")
     parser.add_argument("--data", default=DEFAULT_DATA, help="near-domain class-folder dataset (default: %(default)s)")

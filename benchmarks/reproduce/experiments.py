@@ -135,14 +135,14 @@ class Schedule:
             return
         tasks = ((self.roles.near, plan.multitask_resolution), (self.roles.far, plan.multitask_resolution))
         for seed in plan.multitask_seeds:
-            for config in ("sb+last private", "last private", "independent"):
+            for config in ("sb+last private", "last private") + (("independent",) if plan.independent_baselines else ()):
                 self.run(MultiSpec(tasks, config, plan.multitask_epochs, self.multitask_lr(), seed, plan.batch_size))
 
     def multires(self) -> None:
         plan = self.plan
         tasks = tuple((self.roles.near, res) for res in plan.multires_resolutions)
         for seed in plan.multires_seeds:
-            for config in ("sb private", "all shared", "independent"):
+            for config in ("sb private", "all shared") + (("independent",) if plan.independent_baselines else ()):
                 self.run(MultiSpec(tasks, config, plan.multires_epochs, self.multitask_lr(), seed, plan.batch_size))
 
     def large(self) -> None:
