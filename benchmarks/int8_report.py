@@ -20,10 +20,6 @@ import tempfile
 import numpy as np
 
 
-def _top1(runner, images: np.ndarray) -> np.ndarray:
-    return np.concatenate([np.argmax(runner.predict(images[i:i + 32]), 1) for i in range(0, len(images), 32)])
-
-
 def _own_int8_model(trained: dict, calibration: str, width: int) -> bytes:
     """The task's separately converted int8 model: same folded graph, same calibration images."""
     from converters.convert import load_checkpoint, task_model
@@ -51,6 +47,7 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "int8.json"))
     args = parser.parse_args()
 
+    from converters.quantize import _top1
     from edgepatch.bench import BenchConfig, run_bench
     from edgepatch.data import scan_image_folders
     from edgepatch.runtime import load_base, read_task_delta
