@@ -10,7 +10,9 @@ judges the reader:
 * ``allocations_over_limit``: decodes whose peak Python allocation (tracemalloc)
   exceeded ``4 * file size + 1 MiB`` (must be 0: lies must not drive allocation);
 * deltas that stay valid are applied to the TFLite and ONNX bases: a runtime
-  may refuse them (an EdgepatchError) but must not crash;
+  may refuse them (an EdgepatchError, when applied or when run on a constant
+  image) but must not crash, nor return NaN/Inf logits (``ran_non_finite``,
+  must be 0);
 * every changed manifest must fail its signature.
 
 Usage::
@@ -32,6 +34,8 @@ import tempfile
 import time
 import traceback
 import tracemalloc
+
+import numpy as np
 
 from ship_fixture import ensure_ship, use_repo_paths
 
@@ -69,7 +73,7 @@ def _judged_decode(original: bytes, mutation, report: dict) -> str:
 
 def fuzz_deltas(original: bytes, bases: dict, cases: int, seed: int) -> dict:
     report = {"cases": cases, "crashes": 0, "accepted_invalid": 0, "allocations_over_limit": 0,
-              "max_peak_alloc_bytes": 0, "file_bytes": len(original), "verdicts": collections.Counter(),
+              "ran_non_finite": 0, "max_peak_alloc_bytes": 0, "file_bytes": len(original), "verdicts": collections.Counter(),
               "by_kind": collections.defaultdict(collections.Counter), "applied": collections.Counter(),
               "crash_examples": []}
     tracemalloc.start()
@@ -86,8 +90,11 @@ def fuzz_deltas(original: bytes, bases: dict, cases: int, seed: int) -> dict:
         if verdict == "accepted_valid":
             for fmt, base in bases.items():
                 try:
-                    base.apply(decode_delta(mutation.data, "<fuzz>"))
+                    delta = decode_delta(mutation.data, "<fuzz>")
+                    size = delta.task.resolution
+                    logits = base.apply(delta).predict(np.full((1, size, size, 3), 0.5, np.float32))
                     report["applied"][f"{fmt}_ran"] += 1
+                    report["ran_non_finite"] += not np.all(np.isfinite(logits))
                 except EdgepatchError:
                     report["applied"][f"{fmt}_refused"] += 1
                 except Exception as error:  # noqa: BLE001
@@ -149,7 +156,8 @@ def main() -> int:
     if args.out:
         with open(args.out, "w") as handle:
             handle.write(text + "\n")
-    bad = [result["delta"][k] for k in ("crashes", "accepted_invalid", "allocations_over_limit")] + [
+    bad = [result["delta"][k] for k in ("crashes", "accepted_invalid", "allocations_over_limit",
+                                                   "ran_non_finite")] + [
         result["manifest"][k] for k in ("crashes", "accepted_invalid", "signature_accepted_changed")]
     return 1 if any(bad) else 0
 

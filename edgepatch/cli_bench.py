@@ -27,7 +27,8 @@ from edgepatch.errors import MissingFileError, UsageError, WrongBaseError
 CSV_FIELDS = ("runtime", "resolution", "threads", "onnx_swap", "task", "model_bytes", "delta_bytes", "init_ms",
               "first_inference_ms", "latency_ms.median", "latency_ms.p90", "latency_ms.min",
               "base_latency_ms.median", "patched_vs_base", "swap_ms.median", "swap_ms.min", "read_ms",
-              "apply_ms", "import_rss_mib", "peak_rss_mib")
+              "apply_ms", "switch_hit_ms.median", "resident_task_mib", "resident_task_estimate_mib",
+              "import_rss_mib", "peak_rss_mib")
 
 
 def _int_list(value: str, option: str, low: int, high: int) -> tuple[int, ...]:
@@ -136,15 +137,16 @@ def write_plot(path: str, result: dict) -> None:
 
 def render(result: dict) -> str:
     header = (f"{'runtime':14} {'res':>4} {'thr':>3} {'init ms':>8} {'first ms':>8} {'median':>8} {'p90':>8} "
-              f"{'min':>8} {'vs base':>7} {'swap ms':>8} {'peak MiB':>8}")
+              f"{'min':>8} {'vs base':>7} {'swap ms':>8} {'hit ms':>7} {'peak MiB':>8}")
     lines = [header]
     for r in result["results"]:
         name = r["runtime"] + (f"/{r['onnx_swap']}" if r["onnx_swap"] else "")
         ratio = f"{r['patched_vs_base']:.3f}" if r["patched_vs_base"] is not None else "-"
         swap = f"{r['swap_ms']['median']:.2f}" if r["swap_ms"] else "-"
+        hit = f"{r['switch_hit_ms']['median']:.3f}" if r["switch_hit_ms"] else "-"
         lines.append(f"{name:14} {r['resolution']:>4} {r['threads']:>3} {r['init_ms']:>8.1f} "
                      f"{r['first_inference_ms']:>8.2f} {r['latency_ms']['median']:>8.3f} {r['latency_ms']['p90']:>8.3f} "
-                     f"{r['latency_ms']['min']:>8.3f} {ratio:>7} {swap:>8} {r['peak_rss_mib']:>8.1f}")
+                     f"{r['latency_ms']['min']:>8.3f} {ratio:>7} {swap:>8} {hit:>7} {r['peak_rss_mib']:>8.1f}")
     lines.append(f"({len(result['results'])} configurations in {result['total_seconds']:.1f} s)")
     return "\n".join(lines)
 

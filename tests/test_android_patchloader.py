@@ -244,24 +244,32 @@ def test_java_rejects_wrong_base_and_wrong_shape_like_python(classpath, cases, t
     other = cases["depthwise"]
     gamma = read_delta(case.delta)
     sha = hashlib.sha256(_read(case.base)).hexdigest()
-    stem_channels = TFLiteBase.from_file(case.base).sites["stem"].kernel.shape[0]
+    stem = TFLiteBase.from_file(case.base).sites["stem"].kernel
+    # A base whose stem kernel has values above 1, where a finite FLT_MAX scale overflows the re-fold.
+    big = bytearray(_read(case.base))
+    np.frombuffer(big, np.float32, stem.count, stem.offset)[:] *= 8
+    big_base = _write(tmp_path / "big.tflite", bytes(big))
     inputs = {
-        "other_base": other.delta,
-        "wrong_shape": _write(tmp_path / "wrong_shape.delta", encode_delta(dataclasses.replace(
+        "other_base": (case.base, other.delta),
+        "wrong_shape": (case.base, _write(tmp_path / "wrong_shape.delta", encode_delta(dataclasses.replace(
             gamma, base_sha256={"tflite": sha}, sites={"stem": "conv"},
-            tensors={"stem/scale": np.ones(stem_channels + 1, np.float32)}))),
-        "truncated": _write(tmp_path / "truncated.delta", _read(case.delta)[:-1]),
-        "corrupted": _write(tmp_path / "corrupted.delta", bytes(
-            b ^ (1 if i == 700 else 0) for i, b in enumerate(_read(case.delta)))),
+            tensors={"stem/scale": np.ones(stem.shape[0] + 1, np.float32)})))),
+        "overflowing_scale": (big_base, _write(tmp_path / "overflowing_scale.delta", encode_delta(dataclasses.replace(
+            gamma, base_sha256={"tflite": hashlib.sha256(big).hexdigest()}, sites={"stem": "conv"},
+            tensors={"stem/scale": np.full(stem.shape[0], np.finfo(np.float32).max, np.float32)})))),
+        "truncated": (case.base, _write(tmp_path / "truncated.delta", _read(case.delta)[:-1])),
+        "corrupted": (case.base, _write(tmp_path / "corrupted.delta", bytes(
+            b ^ (1 if i == 700 else 0) for i, b in enumerate(_read(case.delta))))),
     }
-    for name, delta in inputs.items():
-        result = patchcli(classpath, "apply", case.base, delta, str(tmp_path / "out.tflite"))
+    for name, (base, delta) in inputs.items():
+        result = patchcli(classpath, "apply", base, delta, str(tmp_path / "out.tflite"))
         try:
-            python_patched(case.base, delta)
+            python_patched(base, delta)
             pytest.fail(f"{name}: Python accepted it")
         except EdgepatchError as error:
             expected = f"error: {type(error).__name__.replace('Error', 'Exception')}: {error}"
         assert (result.returncode, result.stderr.strip()) == (1, expected), name
+        assert not os.path.exists(tmp_path / "out.tflite"), name
 
 
 def test_cli_usage_errors_exit_2(classpath):

@@ -13,6 +13,7 @@ from edgepatch.errors import MissingFileError, UsageError
 from edgepatch.int8_delta import Int8Delta, from_tensor_file
 from edgepatch.runtime.onnx import OnnxBase
 from edgepatch.runtime.runner import Prediction, TaskRunner, softmax
+from edgepatch.runtime.switcher import TaskSwitcher
 from edgepatch.runtime.tflite import TFLiteBase
 from edgepatch.runtime.tflite_file import parse_tflite
 from edgepatch.runtime.tflite_int8 import TFLiteInt8Base, is_int8_model
@@ -45,4 +46,4 @@ def read_task_delta(path: str) -> Delta | Int8Delta:
 
 
 __all__ = ["Delta", "Int8Delta", "OnnxBase", "Prediction", "TFLiteBase", "TFLiteInt8Base", "TaskRunner",
-           "load_base", "read_delta", "read_task_delta", "softmax", "decode_delta"]
+           "TaskSwitcher", "load_base", "read_delta", "read_task_delta", "softmax", "decode_delta"]

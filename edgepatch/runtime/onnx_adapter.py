@@ -49,6 +49,7 @@ from edgepatch.runtime.patching import (
     LendingPool,
     SiteSlots,
     SiteUpdate,
+    kernel_peaks,
     require,
     site_updates,
 )
@@ -284,6 +285,7 @@ class AdapterRunner(TaskRunner):
     def __init__(self, session, weights: _WeightSet, task, swap_seconds: float):
         super().__init__(task, swap_seconds)
         self._session, self._weights = session, weights
+        self.weight_bytes = sum(array.nbytes for array in weights.arrays.values())  # what keeping it costs
 
     def _run(self, images: np.ndarray) -> np.ndarray:
         binding = self._weights.binding
@@ -301,6 +303,7 @@ class AdapterSession:
         from edgepatch.runtime.onnx import session_options
 
         self.sites, self.source = sites, source
+        self.peaks = kernel_peaks(base, sites, "onnx")
         real = _optimized(base, num_threads)
         self.placements = locate(real, _optimized(_probe_bytes(base, sites, source), num_threads), base, sites, source)
         options = session_options(num_threads)
@@ -313,7 +316,7 @@ class AdapterSession:
 
     def apply(self, delta: Delta | None) -> AdapterRunner:
         start = time.perf_counter()
-        updates = site_updates(self.sites, delta, "onnx", self.source) if delta is not None else {}
+        updates = site_updates(self.sites, self.peaks, delta, "onnx", self.source) if delta is not None else {}
         weights = self.pool.take()
         try:
             for placement in self.placements:

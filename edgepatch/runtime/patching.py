@@ -45,9 +45,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgepatch.delta import Delta
-from edgepatch.errors import BaseModelError, ShapeMismatchError, WrongBaseError
+from edgepatch.errors import BaseModelError, NonFiniteError, ShapeMismatchError, WrongBaseError
 from edgepatch.runtime.layouts import OUT_AXIS, pad_head, to_runtime
 from edgepatch.runtime.runner import BaseFile
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,27 @@ def scale_shape(slots: SiteSlots, fmt: str) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def _site_update(name: str, op: str, slots: SiteSlots, delta: Delta, fmt: str, width: int, source: str) -> SiteUpdate:
+def kernel_peaks(base, sites: dict[str, SiteSlots], fmt: str) -> dict[str, np.ndarray]:
+    """Per site, the largest |base kernel value| of each output channel (float64): what a scale may multiply."""
+    peaks = {}
+    for name, slots in sites.items():
+        kernel = np.abs(_view(base, slots.kernel))
+        axis = OUT_AXIS[(fmt, slots.op)]
+        others = tuple(a for a in range(kernel.ndim) if a != axis)
+        peaks[name] = kernel.max(axis=others, initial=0).astype(np.float64)
+    return peaks
+
+
+def _check_refold(name: str, scale: np.ndarray, peak: np.ndarray, source: str) -> None:
+    # A finite scale can still overflow the float32 product (and every output of the task with it).
+    over = np.flatnonzero(np.abs(scale.astype(np.float64)) * peak > FLOAT32_MAX)
+    if over.size:
+        raise NonFiniteError(f"`{name}/scale`: channel {over[0]} times the base kernel of {source} "
+                             "overflows float32")
+
+
+def _site_update(name: str, op: str, slots: SiteSlots, delta: Delta, fmt: str, width: int, source: str,
+                 peak: np.ndarray) -> SiteUpdate:
     tensors = {role: delta.tensors.get(f"{name}/{role}") for role in ("scale", "bias", "kernel")}
     kernel, bias, scale = tensors["kernel"], tensors["bias"], None
     if op == "dense" and kernel is not None:
@@ -146,13 +169,18 @@ def _site_update(name: str, op: str, slots: SiteSlots, delta: Delta, fmt: str, w
         channels = slots.kernel.shape[OUT_AXIS[(fmt, op)]]
         if scale.shape[0] != channels:
             raise ShapeMismatchError(f"`{name}/scale`: delta has {scale.shape[0]} channels, base {source} has {channels}")
+        _check_refold(name, scale, peak, source)
     if bias is not None:
         bias = _checked(bias.astype(np.float32, copy=False), slots.bias, f"`{name}/bias`", source)
     return SiteUpdate(scale, kernel, bias)
 
 
-def site_updates(sites: dict[str, SiteSlots], delta: Delta, fmt: str, source: str) -> dict[str, SiteUpdate]:
-    """Check ``delta`` against the base's sites; return what it writes per site (raises before any write)."""
+def site_updates(sites: dict[str, SiteSlots], peaks: dict[str, np.ndarray], delta: Delta, fmt: str,
+                 source: str) -> dict[str, SiteUpdate]:
+    """Check ``delta`` against the base's sites; return what it writes per site (raises before any write).
+
+    ``peaks`` is ``kernel_peaks`` of the base: a scale whose product with it overflows is refused.
+    """
     require_float_delta(delta, source)
     width = head_width(sites)
     updates = {}
@@ -162,7 +190,7 @@ def site_updates(sites: dict[str, SiteSlots], delta: Delta, fmt: str, source: st
             raise ShapeMismatchError(f"delta for task '{delta.task.name}' patches site `{name}`, which {source} lacks")
         if slots.op != op:
             raise ShapeMismatchError(f"site `{name}` is a {op} in the delta but a {slots.op} in {source}")
-        updates[name] = _site_update(name, op, slots, delta, fmt, width, source)
+        updates[name] = _site_update(name, op, slots, delta, fmt, width, source, peaks[name])
     return updates
 
 
@@ -177,9 +205,10 @@ def write_site(update: SiteUpdate | None, kernel_out, bias_out, kernel_base, bia
     bias_out[...] = update.bias if update is not None and update.bias is not None else bias_base
 
 
-def patch_buffer(buffer: bytearray, base: bytes, sites: dict[str, SiteSlots], delta: Delta, fmt: str, source: str) -> None:
+def patch_buffer(buffer: bytearray, base: bytes, sites: dict[str, SiteSlots], peaks: dict[str, np.ndarray],
+                 delta: Delta, fmt: str, source: str) -> None:
     """Write ``delta``'s tensors into ``buffer`` (a copy of ``base``), in ``fmt`` layout."""
-    for name, update in site_updates(sites, delta, fmt, source).items():
+    for name, update in site_updates(sites, peaks, delta, fmt, source).items():
         slots = sites[name]
         write_site(update, _view(buffer, slots.kernel), _view(buffer, slots.bias),
                    _view(base, slots.kernel), _view(base, slots.bias), scale_shape(slots, fmt))
@@ -267,11 +296,12 @@ class BytesPatcher:
         self.sites, self.fmt, self.source = sites, fmt, source
         self._base_views = {name: (_view(base, s.kernel), _view(base, s.bias)) for name, s in sites.items()}
         self._shapes = {name: scale_shape(s, fmt) for name, s in sites.items()}
+        self.peaks = kernel_peaks(base, sites, fmt)
         self.pool = LendingPool(lambda: _PatchBuffer(base, sites), keep)
 
     def patch(self, delta: Delta) -> tuple[bytes, _PatchBuffer]:
         """The base bytes with ``delta`` applied, and the buffer to ``pool.lend`` to the runner using them."""
-        updates = site_updates(self.sites, delta, self.fmt, self.source)
+        updates = site_updates(self.sites, self.peaks, delta, self.fmt, self.source)
         buffer = self.pool.take()
         try:
             for name, (kernel_out, bias_out) in buffer.views.items():
@@ -293,7 +323,7 @@ class PatchedBase(BaseFile):
         """The base bytes with ``delta`` applied (checks the fingerprint, names and shapes)."""
         check_fingerprint(delta, self.format, self.sha256, self.source)
         buffer = bytearray(self.bytes)
-        patch_buffer(buffer, self.bytes, self.sites, delta, self.format, self.source)
+        patch_buffer(buffer, self.bytes, self.sites, self._patcher.peaks, delta, self.format, self.source)
         return buffer
 
     def _patched_runner(self, delta: Delta, make_runner):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgepatch.delta import TaskInfo
-from edgepatch.errors import MissingFileError, ShapeMismatchError
+from edgepatch.errors import MissingFileError, NonFiniteError, ShapeMismatchError
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -30,7 +30,8 @@ class TaskRunner:
 
     ``predict(images)`` takes preprocessed NHWC float32 images at the task's
     resolution and returns the task's logits ``[N, len(classes)]``.
-    Subclasses implement ``_run(images) -> [N, head_width]``.
+    Subclasses implement ``_run(images) -> [N, head_width]``. ``predict``
+    raises NonFiniteError rather than return NaN or Inf logits.
     """
 
     def __init__(self, task: TaskInfo | None, swap_seconds: float):
@@ -47,7 +48,13 @@ class TaskRunner:
         if not np.all(np.isfinite(images)):
             raise ShapeMismatchError("images hold NaN or Inf values")
         logits = self._run(np.ascontiguousarray(images))
-        return logits[:, : len(self.task.classes)] if self.task is not None else logits
+        logits = logits[:, : len(self.task.classes)] if self.task is not None else logits
+        if not np.all(np.isfinite(logits)):
+            # Finite weights can still overflow activations (a delta with huge scales or biases).
+            name = f"task '{self.task.name}'" if self.task is not None else "the base task"
+            raise NonFiniteError(f"{name} computed NaN or Inf logits for {int(np.sum(~np.isfinite(logits).all(1)))} "
+                                 f"of {len(logits)} images: its weights overflow float32 at run time")
+        return logits
 
     def top_k(self, images: np.ndarray, k: int = 3) -> list[list[Prediction]]:
         probabilities = softmax(self.predict(images))

@@ -1,7 +1,11 @@
 package dev.edgepatch.patchloader;
 
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.FloatBuffer;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 
@@ -17,7 +21,8 @@ import java.util.Map;
  *   <li>bias: the task's folded bias.</li>
  * </ul>
  * A dense head is zero-padded to the base's head width (the bias of the first dense site
- * in op order); a kernel without a bias gets a zero bias, as in Python.
+ * in op order); a kernel without a bias gets a zero bias, as in Python. A scale whose product
+ * with the base kernel overflows float32 is refused ({@code kernel_peaks} in Python).
  */
 final class SiteUpdates {
     /** What a delta writes into one site; null fields leave the base's value. */
@@ -54,9 +59,34 @@ final class SiteUpdates {
         return 0;
     }
 
+    /** Per site, the largest |base kernel value| of each output channel: what a scale may multiply. */
+    static Map<String, double[]> kernelPeaks(ByteBuffer base, Map<String, TfliteSites.Site> sites) {
+        Map<String, double[]> peaks = new HashMap<String, double[]>();
+        for (Map.Entry<String, TfliteSites.Site> entry : sites.entrySet()) {
+            TfliteSites.Slot kernel = entry.getValue().kernel;
+            int axis = outAxis(entry.getValue().op);
+            int channels = kernel.shape.length > axis ? kernel.shape[axis] : 0;
+            int inner = 1;
+            for (int i = axis + 1; i < kernel.shape.length; i++) {
+                inner *= kernel.shape[i];
+            }
+            double[] peak = new double[channels];
+            ByteBuffer view = base.duplicate();
+            view.limit(kernel.offset + 4 * kernel.count);
+            view.position(kernel.offset);
+            FloatBuffer values = view.slice().order(ByteOrder.LITTLE_ENDIAN).asFloatBuffer();
+            for (int i = 0; i < kernel.count && channels > 0; i++) {
+                int c = (i / inner) % channels;
+                peak[c] = Math.max(peak[c], Math.abs((double) values.get(i)));
+            }
+            peaks.put(entry.getKey(), peak);
+        }
+        return peaks;
+    }
+
     /** Checks every site of {@code delta} against the base; writes nothing. */
-    static List<Update> compute(Map<String, TfliteSites.Site> sites, int headWidth, Delta delta, String source)
-            throws EdgepatchException {
+    static List<Update> compute(Map<String, TfliteSites.Site> sites, Map<String, double[]> peaks, int headWidth,
+            Delta delta, String source) throws EdgepatchException {
         List<Update> updates = new ArrayList<Update>(delta.sites().size());
         for (Delta.Site site : delta.sites()) {
             TfliteSites.Site slots = sites.get(site.name);
@@ -68,12 +98,12 @@ final class SiteUpdates {
                 throw new ShapeMismatchException("site `" + site.name + "` is a " + site.op + " in the delta but a "
                         + slots.op + " in " + source);
             }
-            updates.add(update(site, slots, headWidth, source));
+            updates.add(update(site, slots, peaks.get(site.name), headWidth, source));
         }
         return updates;
     }
 
-    private static Update update(Delta.Site site, TfliteSites.Site slots, int width, String source)
+    private static Update update(Delta.Site site, TfliteSites.Site slots, double[] peak, int width, String source)
             throws EdgepatchException {
         float[] kernel = site.kernel;
         int[] kernelShape = site.kernelShape;
@@ -106,6 +136,7 @@ final class SiteUpdates {
                 throw new ShapeMismatchException("`" + site.name + "/scale`: delta has " + site.scale.length
                         + " channels, base " + source + " has " + channels);
             }
+            checkRefold(site.name, site.scale, peak, source);
             scale = site.scale;
         }
         if (bias != null && !(slots.bias.shape.length == 1 && slots.bias.shape[0] == bias.length)) {
@@ -113,6 +144,17 @@ final class SiteUpdates {
                     + source + " has " + Text.shape(slots.bias.shape));
         }
         return new Update(site.name, slots, scale, kernel, bias);
+    }
+
+    /** A finite scale can still overflow the float32 product, and every output of the task with it. */
+    private static void checkRefold(String name, float[] scale, double[] peak, String source)
+            throws NonFiniteException {
+        for (int c = 0; c < scale.length; c++) {
+            if (Math.abs((double) scale[c]) * peak[c] > Float.MAX_VALUE) {
+                throw new NonFiniteException("`" + name + "/scale`: channel " + c + " times the base kernel of "
+                        + source + " overflows float32");
+            }
+        }
     }
 
     private static void checkHeadWidth(int classes, int width) throws ShapeMismatchException {

@@ -56,6 +56,7 @@ public final class TfliteBase {
     private final Map<String, TfliteSites.Site> sites; // empty for an int8 base
     private final int headWidth;
     private final int largestKernel;
+    private final Map<String, double[]> peaks;
 
     private TfliteBase(ByteBuffer data, String source, String sha256, TfliteModel int8Model,
             Map<String, TfliteSites.Site> sites) {
@@ -70,6 +71,7 @@ public final class TfliteBase {
             largest = Math.max(largest, site.kernel.count);
         }
         this.largestKernel = largest;
+        this.peaks = SiteUpdates.kernelPeaks(data, sites);
     }
 
     /**
@@ -208,7 +210,7 @@ public final class TfliteBase {
         }
         Delta delta = (Delta) task; // Delta and Int8Delta are the only TaskDeltas
         checkFingerprint(delta);
-        return SiteUpdates.compute(sites, headWidth, delta, source);
+        return SiteUpdates.compute(sites, peaks, headWidth, delta, source);
     }
 
     /** The int8 delta, once it is known to be for this base (kind, then fingerprint, as Python checks it). */

@@ -1,0 +1,98 @@
+"""Keep several tasks ready on one base under a memory budget: switching to a resident task is a lookup.
+
+A swap (``base.apply``) builds a runner: on LiteRT a patched copy of the base
+plus the interpreter with XNNPACK's packed weights, on ORT a session or (adapter
+mode) one weight set in ORT's optimized layout. An app that alternates between a
+few tasks can keep their runners instead of rebuilding one per switch::
+
+    from edgepatch.runtime import TaskSwitcher, load_base
+
+    switcher = TaskSwitcher(load_base("ship/base.tflite"), budget_mib=64)
+    switcher.switch("ship/flowers.delta").predict(images)  # miss: read, apply
+    switcher.switch("ship/cars.delta").predict(images)     # miss
+    switcher.switch("ship/flowers.delta").predict(images)  # hit: a lookup
+
+A delta file is known by its path, inode, size and modification time, so a
+file replaced on disk (``fetch`` writes by atomic rename) is read again. When
+adding a task would exceed the budget, the least recently used tasks are
+dropped first; the runner just built is always kept, so the budget may be
+exceeded by one task. A dropped runner's memory is freed once the caller
+holds no reference to it either.
+
+Memory per task is an estimate (``resident_bytes``): the patched model and the
+runtime's packed copy of its weights (2 x base bytes) for LiteRT and ORT
+rebuild; the weight set for ORT adapter mode. ``benchmarks/bench_runtime.py``
+measures the RSS that each resident task really adds.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import time
+
+from edgepatch.errors import MissingFileError, UsageError
+
+MIB = 1 << 20
+
+
+def resident_bytes(base, runner) -> int:
+    """Estimated memory that keeping ``runner`` alive holds (see the module docstring)."""
+    weights = getattr(runner, "weight_bytes", None)
+    return int(weights) if weights is not None else 2 * len(base.bytes)
+
+
+class TaskSwitcher:
+    """Runners for recently used deltas of one base, least recently used dropped first.
+
+    Args:
+        base: a base from ``load_base`` (any runtime).
+        budget_mib: memory for resident tasks (estimated per task, see ``resident_bytes``).
+        resolution: input size to allocate each runner for (default: each task's own).
+        read: reads a delta file (default ``read_task_delta``: float or int8).
+    """
+
+    def __init__(self, base, budget_mib: float = 64, resolution: int | None = None, read=None):
+        if not budget_mib > 0:
+            raise UsageError(f"budget_mib must be > 0. Received {budget_mib!r}")
+        if read is None:
+            from edgepatch.runtime import read_task_delta as read
+        self.base, self.resolution, self._read = base, resolution, read
+        self.budget_bytes = int(budget_mib * MIB)
+        self._resident: collections.OrderedDict = collections.OrderedDict()  # key -> (runner, bytes)
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def _key(path) -> tuple:
+        try:
+            stat = os.stat(path)
+        except OSError as error:
+            raise MissingFileError(f"{os.fsdecode(path)}: no such file") from error
+        return os.path.realpath(path), stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+    @property
+    def resident_bytes(self) -> int:
+        return sum(size for _, size in self._resident.values())
+
+    def tasks(self) -> list[str]:
+        """Resident tasks, least recently used first."""
+        return [runner.task.name for runner, _ in self._resident.values()]
+
+    def switch(self, path):
+        """A ready runner for the delta at ``path``: the resident one, or a new one (then evicting)."""
+        key = self._key(path)
+        entry = self._resident.get(key)
+        if entry is not None:
+            self._resident.move_to_end(key)
+            self.hits += 1
+            return entry[0]
+        self.misses += 1
+        start = time.perf_counter()
+        runner = self.base.apply(self._read(path), self.resolution)
+        runner.swap_seconds = time.perf_counter() - start  # from the file on disk
+        for stale in [k for k in self._resident if k[0] == key[0]]:  # an older version of the same file
+            del self._resident[stale]
+        self._resident[key] = (runner, resident_bytes(self.base, runner))
+        while len(self._resident) > 1 and self.resident_bytes > self.budget_bytes:
+            self._resident.popitem(last=False)
+        return runner
