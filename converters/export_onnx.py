@@ -85,6 +85,38 @@ def _add_bias_after(proto, matmul, bias_name: str) -> None:
     proto.graph.node.insert(position, add)
 
 
+def _canonical_names(graph, keep: set[str]) -> None:
+    """Name nodes, values, other initializers and symbolic dimensions by position (not ``keep``, inputs, outputs).
+
+    tf2onnx numbers the names it makes with a process-wide counter, so the same model converted
+    twice in one process would give different bytes (and a delta pins its base's sha256).
+    """
+    from onnx import AttributeProto
+
+    if any(a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for n in graph.node for a in n.attribute):
+        return  # subgraphs may refer to outer names; MobileNet-style bases have none
+    keep = keep | {v.name for v in graph.input} | {v.name for v in graph.output}
+    renamed = {}
+    for index, init in enumerate(graph.initializer):
+        if init.name not in keep:
+            renamed[init.name] = init.name = f"const_{index}"
+    for index, node in enumerate(graph.node):
+        node.name = f"{node.op_type}_{index}"
+        for k, value in enumerate(node.output):
+            if value and value not in keep:
+                renamed[value] = node.output[k] = f"{node.op_type}_{index}_out{k}"
+    for node in graph.node:
+        for k, value in enumerate(node.input):
+            node.input[k] = renamed.get(value, value)
+    for info in graph.value_info:
+        info.name = renamed.get(info.name, info.name)
+    symbols: dict[str, str] = {}  # tf2onnx's "unk__N" dimension names carry the same counter
+    for info in [*graph.input, *graph.output, *graph.value_info]:
+        for dim in info.type.tensor_type.shape.dim:
+            if dim.HasField("dim_param"):
+                dim.dim_param = symbols.setdefault(dim.dim_param, f"dim_{len(symbols)}")
+
+
 def export_onnx_base(folded_model, folded: dict[str, FoldedSite], head_width: int) -> bytes:
     """Convert, locate sites, give their weights stable initializer names; return the model bytes."""
     import onnx
@@ -113,6 +145,7 @@ def export_onnx_base(folded_model, folded: dict[str, FoldedSite], head_width: in
     kept = [init for init in graph.initializer if init.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept)
+    _canonical_names(graph, {f"{name}/{role}" for name in located for role in ("kernel", "bias")})
     onnx.checker.check_model(proto)
     log.info("ONNX base: %s", dict(Counter(node.op_type for node in graph.node)))
     return proto.SerializeToString()

@@ -22,6 +22,9 @@ import logging
 from converters.fold import FoldedSite
 from edgepatch.errors import FoldError, ModelStructureError
 from edgepatch.models import clone_with_input
+
+BASE_INPUT_NAME = "input"  # as the ONNX base's (converters.export_onnx.INPUT_NAME)
+BASE_MODEL_NAME = "edgepatch_base"
 from edgepatch.runtime.layouts import pad_head
 from edgepatch.sites import find_sites
 
@@ -104,7 +107,10 @@ def build_folded_model(model, folded: dict[str, FoldedSite], head_width: int, pa
             )
         return type(layer).from_config(config)
 
-    folded_model = clone_with_input(model, None, clone_layer)
+    # Fixed input and model names: the converters write them into the base, whose bytes must not
+    # depend on how many Keras objects this process made before (deltas name the base by its sha256).
+    clone = clone_with_input(model, None, clone_layer, input_name=BASE_INPUT_NAME)
+    folded_model = keras.Model(clone.inputs, clone.outputs, name=BASE_MODEL_NAME)
     for name, site in folded.items():
         kernel, bias = site.kernel, site.bias
         if site.op == "dense":

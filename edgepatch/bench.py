@@ -13,8 +13,8 @@ allocator, page-cache or thread-pool state carries over. In that process:
 3. ``first_inference_ms``: the runner's first run (one image);
 4. ``warmup`` runs, then ``peak_rss_mib``: the peak so far (one task live);
    then every delta is loaded into a ``TaskSwitcher``: ``resident_task_mib``
-   is the RSS each resident task adds (measured) next to the switcher's
-   estimate, and ``switch_hit_ms`` {median, min} the time to switch to a
+   is the RSS each resident task adds (measured) next to what the switcher
+   counts against its budget (``resident_task_accounted_mib``), and ``switch_hit_ms`` {median, min} the time to switch to a
    resident task (``swaps`` switches cycling through the deltas); the
    switcher is then dropped;
 5. ``runs`` timed runs of the task, interleaved with runs of the untouched
@@ -126,23 +126,16 @@ def _swaps(base, spec: WorkerSpec, read_delta) -> dict:
             "read_ms": _ms(np.median(read)), "apply_ms": _ms(np.median(apply))}
 
 
-def _current_rss_bytes() -> int | None:
-    try:
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None  # not Linux: reported as null
-
-
 def _resident_tasks(base, spec: WorkerSpec) -> dict:
     """Load every delta into a TaskSwitcher: RSS per resident task, then timed switches between them."""
     from edgepatch.runtime import TaskSwitcher
+    from edgepatch.runtime.switcher import current_rss_bytes
 
     switcher = TaskSwitcher(base, budget_mib=1 << 20, resolution=spec.resolution)
-    before = _current_rss_bytes()
+    before = current_rss_bytes()
     for path in spec.deltas:
         switcher.switch(path)
-    after = _current_rss_bytes()
+    after = current_rss_bytes()
     hits = []
     for index in range(spec.swaps):
         start = time.perf_counter()
@@ -151,7 +144,7 @@ def _resident_tasks(base, spec: WorkerSpec) -> dict:
     tasks = len(spec.deltas)
     return {"switch_hit_ms": {"median": _ms(np.median(hits)), "min": _ms(min(hits))},
             "resident_task_mib": None if before is None else round((after - before) / tasks / 2**20, 3),
-            "resident_task_estimate_mib": round(switcher.resident_bytes / tasks / 2**20, 3)}
+            "resident_task_accounted_mib": round(switcher.resident_bytes / tasks / 2**20, 3)}
 
 
 def measure(spec: WorkerSpec) -> dict:
@@ -181,7 +174,7 @@ def measure(spec: WorkerSpec) -> dict:
         (times,) = _timed_runs([runner], image, spec.runs)
         row.update(latency_ms=_summary(times), base_latency_ms=None, patched_vs_base=None,
                    swap_ms=None, read_ms=None, apply_ms=None, switch_hit_ms=None, resident_task_mib=None,
-                   resident_task_estimate_mib=None)
+                   resident_task_accounted_mib=None)
         return row
     row.update(_resident_tasks(base, spec))
     base_runner = base.apply(None, spec.resolution)

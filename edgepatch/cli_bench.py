@@ -27,7 +27,7 @@ from edgepatch.errors import MissingFileError, UsageError, WrongBaseError
 CSV_FIELDS = ("runtime", "resolution", "threads", "onnx_swap", "task", "model_bytes", "delta_bytes", "init_ms",
               "first_inference_ms", "latency_ms.median", "latency_ms.p90", "latency_ms.min",
               "base_latency_ms.median", "patched_vs_base", "swap_ms.median", "swap_ms.min", "read_ms",
-              "apply_ms", "switch_hit_ms.median", "resident_task_mib", "resident_task_estimate_mib",
+              "apply_ms", "switch_hit_ms.median", "resident_task_mib", "resident_task_accounted_mib",
               "import_rss_mib", "peak_rss_mib")
 
 

@@ -115,15 +115,16 @@ def with_new_head(model, num_classes: int, seed: int = 0):
     return keras.Model(model.inputs, logits, name=model.name)
 
 
-def clone_with_input(model, size: int | None = None, clone_function=None):
+def clone_with_input(model, size: int | None = None, clone_function=None, input_name: str | None = None):
     """Rebuild ``model``'s graph on a new square input (``None``: any height and width).
 
     ``clone_function`` maps each layer to its clone (default: a fresh copy);
     returning the layer itself shares it. Weights of fresh copies are not copied.
+    ``input_name`` names the input (default: Keras' counter, which depends on the process's history).
     """
     import keras
 
-    inputs = keras.Input((size, size, model.inputs[0].shape[-1]))
+    inputs = keras.Input((size, size, model.inputs[0].shape[-1]), name=input_name)
     # A model loaded from .keras keeps its input as a one-element list; match its structure.
     structured = [inputs] if isinstance(model.input, list) else inputs
     return keras.models.clone_model(model, input_tensors=structured, clone_function=clone_function)

@@ -29,6 +29,7 @@ from edgepatch.errors import EdgepatchError
 from edgepatch.int8_delta import read_int8_delta
 from edgepatch.runtime import read_task_delta
 from edgepatch.runtime.tflite import TFLiteBase, interpreter_class
+from edgepatch.runtime.tflite_file import parse_tflite
 from edgepatch.runtime.tflite_int8 import TFLiteInt8Base
 
 LOADER = os.path.join(REPO, "android_demo", "patchloader")
@@ -406,7 +407,11 @@ def test_java_gives_pythons_outcome_for_damaged_int8_deltas(classpath, int8_ship
 def test_java_rejects_mixed_kinds_and_a_wrong_int8_base(classpath, cases, int8_ships, tmp_path):
     float_base, float_delta = cases["sb_fp32"].base, cases["sb_fp32"].delta
     exact_base, exact_delta = int8_ships["exact"]
-    compact_base, _ = int8_ships["compact"]
+    # Another int8 base: one weight byte changed (conversion is deterministic, so both ships share one base).
+    other = bytearray(_read(int8_ships["compact"][0]))
+    largest = max(parse_tflite(bytes(other), "other").tensors, key=lambda t: t.data_size if t.data_offset else 0)
+    other[largest.data_offset] ^= 1
+    compact_base = _write(tmp_path / "other_int8.tflite", bytes(other))
     out = str(tmp_path / "out.tflite")
     expected = {
         (exact_base, float_delta): f"error: WrongBaseException: float delta for task 'gamma' needs a float base; "

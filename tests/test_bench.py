@@ -14,7 +14,7 @@ from edgepatch.cli_bench import CSV_FIELDS, bench
 ROW_FIELDS = {
     "runtime", "resolution", "threads", "onnx_swap", "task", "model_bytes", "delta_bytes", "init_ms",
     "first_inference_ms", "latency_ms", "base_latency_ms", "patched_vs_base", "swap_ms", "read_ms", "apply_ms",
-    "switch_hit_ms", "resident_task_mib", "resident_task_estimate_mib", "import_rss_mib", "peak_rss_mib",
+    "switch_hit_ms", "resident_task_mib", "resident_task_accounted_mib", "import_rss_mib", "peak_rss_mib",
 }
 
 
@@ -43,7 +43,7 @@ def test_every_field_is_present_per_configuration(bench_run):
         assert row["init_ms"] > 0 and row["first_inference_ms"] > 0 and row["patched_vs_base"] > 0
         assert row["swap_ms"]["median"] > 0 and row["read_ms"] > 0 and row["apply_ms"] > 0
         assert 0 < row["switch_hit_ms"]["min"] <= row["switch_hit_ms"]["median"] < row["swap_ms"]["median"]
-        assert row["resident_task_mib"] >= 0 and row["resident_task_estimate_mib"] > 0
+        assert row["resident_task_mib"] >= 0 and row["resident_task_accounted_mib"] > 0
         assert row["peak_rss_mib"] >= row["import_rss_mib"] > 0
     assert {r["onnx_swap"] for r in rows if r["runtime"] == "onnx"} == {"rebuild"}
     assert report["swaps"] == 3 and report["runs"] == 3

@@ -116,3 +116,17 @@ def test_float16_delta_is_half_size_and_close(converted, tmp_path):
     got = load_base(result.base_files["tflite"]).apply(read_delta(result.deltas["alpha"])).predict(x)
     expected = np.asarray(converted["tasks"]["alpha"](x, training=False))
     assert np.max(np.abs(got - expected)) <= 5e-2 * max(1.0, np.max(np.abs(expected)))
+
+
+def test_converting_again_gives_the_same_base_bytes(small_ship, tmp_path):
+    """A base's bytes depend on the model only, not on what the process built before (deltas pin its sha256)."""
+    import keras
+
+    from converters.convert import convert
+
+    ship, _ = small_ship
+    for _ in range(3):
+        keras.Input((4, 4, 3))  # advances Keras' tensor-name counter, as other work in the process would
+    convert(str(ship.parent / "base.keras"), [str(ship.parent / "gamma.patch")], str(tmp_path / "again"))
+    for name in ("base.tflite", "base.onnx", "gamma.delta"):
+        assert (tmp_path / "again" / name).read_bytes() == (ship / name).read_bytes(), name

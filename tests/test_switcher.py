@@ -11,6 +11,7 @@ import pytest
 from edgepatch.delta import read_delta, write_delta
 from edgepatch.errors import MissingFileError, UsageError
 from edgepatch.runtime import OnnxBase, TaskSwitcher, load_base
+from edgepatch.runtime import switcher as switcher_module
 from edgepatch.runtime.switcher import MIB
 
 
@@ -51,9 +52,10 @@ def test_switching_back_is_a_lookup_and_runs_the_right_task(small_ship, deltas, 
     assert not np.array_equal(first.predict(_image(size)), second.predict(_image(size)))
 
 
-def test_least_recently_used_task_is_dropped_over_budget(small_ship, deltas):
+def test_least_recently_used_task_is_dropped_over_budget(small_ship, deltas, monkeypatch):
     ship, _ = small_ship
     base = load_base(str(ship / "base.tflite"))
+    monkeypatch.setattr(switcher_module, "current_rss_bytes", lambda: None)  # count the estimate only
     per_task = 2 * len(base.bytes)  # the LiteRT estimate
     switcher = TaskSwitcher(base, budget_mib=2.5 * per_task / MIB)  # room for two tasks
     switcher.switch(deltas["a"])
@@ -68,6 +70,19 @@ def test_least_recently_used_task_is_dropped_over_budget(small_ship, deltas):
     tiny.switch(deltas["a"])
     tiny.switch(deltas["b"])
     assert tiny.tasks() == ["b"]
+
+
+def test_a_task_counts_at_least_its_estimate_and_what_it_added_to_rss(small_ship, deltas, monkeypatch):
+    ship, _ = small_ship
+    base = load_base(str(ship / "base.tflite"))
+    switcher = TaskSwitcher(base)
+    switcher.switch(deltas["a"])
+    first = switcher.resident_bytes
+    assert first >= 2 * len(base.bytes)
+    sizes = iter([100 * MIB, 100 * MIB + 5 * MIB])  # RSS before and after building the runner
+    monkeypatch.setattr(switcher_module, "current_rss_bytes", lambda: next(sizes))
+    switcher.switch(deltas["b"])
+    assert switcher.resident_bytes == first + 5 * MIB
 
 
 def test_a_file_replaced_on_disk_is_read_again(small_ship, deltas, tmp_path):

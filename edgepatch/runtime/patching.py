@@ -143,16 +143,23 @@ def kernel_peaks(base, sites: dict[str, SiteSlots], fmt: str) -> dict[str, np.nd
     return peaks
 
 
-def _check_refold(name: str, scale: np.ndarray, peak: np.ndarray, source: str) -> None:
-    # A finite scale can still overflow the float32 product (and every output of the task with it).
-    over = np.flatnonzero(np.abs(scale.astype(np.float64)) * peak > FLOAT32_MAX)
+def _check_refolds(updates: dict[str, SiteUpdate], peaks: dict[str, np.ndarray], source: str) -> None:
+    """A finite scale can still overflow the float32 product (and every output of the task with it)."""
+    scaled = [name for name, update in updates.items() if update.scale is not None]
+    if not scaled:
+        return
+    products = np.abs(np.concatenate([updates[name].scale for name in scaled]), dtype=np.float64)
+    products *= np.concatenate([peaks[name] for name in scaled])  # one pass over all sites: swaps stay fast
+    over = np.flatnonzero(products > FLOAT32_MAX)
     if over.size:
-        raise NonFiniteError(f"`{name}/scale`: channel {over[0]} times the base kernel of {source} "
+        ends = np.cumsum([updates[name].scale.size for name in scaled])
+        site = int(np.searchsorted(ends, over[0], side="right"))
+        channel = int(over[0] - (ends[site - 1] if site else 0))
+        raise NonFiniteError(f"`{scaled[site]}/scale`: channel {channel} times the base kernel of {source} "
                              "overflows float32")
 
 
-def _site_update(name: str, op: str, slots: SiteSlots, delta: Delta, fmt: str, width: int, source: str,
-                 peak: np.ndarray) -> SiteUpdate:
+def _site_update(name: str, op: str, slots: SiteSlots, delta: Delta, fmt: str, width: int, source: str) -> SiteUpdate:
     tensors = {role: delta.tensors.get(f"{name}/{role}") for role in ("scale", "bias", "kernel")}
     kernel, bias, scale = tensors["kernel"], tensors["bias"], None
     if op == "dense" and kernel is not None:
@@ -169,7 +176,6 @@ def _site_update(name: str, op: str, slots: SiteSlots, delta: Delta, fmt: str, w
         channels = slots.kernel.shape[OUT_AXIS[(fmt, op)]]
         if scale.shape[0] != channels:
             raise ShapeMismatchError(f"`{name}/scale`: delta has {scale.shape[0]} channels, base {source} has {channels}")
-        _check_refold(name, scale, peak, source)
     if bias is not None:
         bias = _checked(bias.astype(np.float32, copy=False), slots.bias, f"`{name}/bias`", source)
     return SiteUpdate(scale, kernel, bias)
@@ -179,7 +185,8 @@ def site_updates(sites: dict[str, SiteSlots], peaks: dict[str, np.ndarray], delt
                  source: str) -> dict[str, SiteUpdate]:
     """Check ``delta`` against the base's sites; return what it writes per site (raises before any write).
 
-    ``peaks`` is ``kernel_peaks`` of the base: a scale whose product with it overflows is refused.
+    ``peaks`` is ``kernel_peaks`` of the base: a scale whose product with it overflows is refused,
+    once every site's names and shapes passed.
     """
     require_float_delta(delta, source)
     width = head_width(sites)
@@ -190,7 +197,8 @@ def site_updates(sites: dict[str, SiteSlots], peaks: dict[str, np.ndarray], delt
             raise ShapeMismatchError(f"delta for task '{delta.task.name}' patches site `{name}`, which {source} lacks")
         if slots.op != op:
             raise ShapeMismatchError(f"site `{name}` is a {op} in the delta but a {slots.op} in {source}")
-        updates[name] = _site_update(name, op, slots, delta, fmt, width, source, peaks[name])
+        updates[name] = _site_update(name, op, slots, delta, fmt, width, source)
+    _check_refolds(updates, peaks, source)
     return updates
 
 

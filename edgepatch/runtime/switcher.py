@@ -19,10 +19,12 @@ dropped first; the runner just built is always kept, so the budget may be
 exceeded by one task. A dropped runner's memory is freed once the caller
 holds no reference to it either.
 
-Memory per task is an estimate (``resident_bytes``): the patched model and the
-runtime's packed copy of its weights (2 x base bytes) for LiteRT and ORT
-rebuild; the weight set for ORT adapter mode. ``benchmarks/bench_runtime.py``
-measures the RSS that each resident task really adds.
+Memory per task (``resident_bytes``) is the larger of an estimate and what
+building the runner added to the process's RSS (Linux). The estimate is the
+patched model and the runtime's packed copy of its weights (2 x base bytes)
+for LiteRT and ORT rebuild, and the weight set for ORT adapter mode; the RSS
+adds activation memory, which grows with the resolution. ``edgepatch bench``
+reports both per configuration.
 """
 
 from __future__ import annotations
@@ -36,10 +38,19 @@ from edgepatch.errors import MissingFileError, UsageError
 MIB = 1 << 20
 
 
-def resident_bytes(base, runner) -> int:
-    """Estimated memory that keeping ``runner`` alive holds (see the module docstring)."""
+def estimated_bytes(base, runner) -> int:
+    """Memory that keeping ``runner`` alive holds at least (see the module docstring)."""
     weights = getattr(runner, "weight_bytes", None)
     return int(weights) if weights is not None else 2 * len(base.bytes)
+
+
+def current_rss_bytes() -> int | None:
+    """This process's resident memory now (Linux), else None."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 class TaskSwitcher:
@@ -47,7 +58,7 @@ class TaskSwitcher:
 
     Args:
         base: a base from ``load_base`` (any runtime).
-        budget_mib: memory for resident tasks (estimated per task, see ``resident_bytes``).
+        budget_mib: memory for resident tasks (per task, see the module docstring).
         resolution: input size to allocate each runner for (default: each task's own).
         read: reads a delta file (default ``read_task_delta``: float or int8).
     """
@@ -87,12 +98,14 @@ class TaskSwitcher:
             self.hits += 1
             return entry[0]
         self.misses += 1
-        start = time.perf_counter()
+        before, start = current_rss_bytes(), time.perf_counter()
         runner = self.base.apply(self._read(path), self.resolution)
         runner.swap_seconds = time.perf_counter() - start  # from the file on disk
+        after = current_rss_bytes()
+        grown = after - before if before is not None and after is not None else 0
         for stale in [k for k in self._resident if k[0] == key[0]]:  # an older version of the same file
             del self._resident[stale]
-        self._resident[key] = (runner, resident_bytes(self.base, runner))
+        self._resident[key] = (runner, max(estimated_bytes(self.base, runner), grown))
         while len(self._resident) > 1 and self.resident_bytes > self.budget_bytes:
             self._resident.popitem(last=False)
         return runner

@@ -98,12 +98,17 @@ final class SiteUpdates {
                 throw new ShapeMismatchException("site `" + site.name + "` is a " + site.op + " in the delta but a "
                         + slots.op + " in " + source);
             }
-            updates.add(update(site, slots, peaks.get(site.name), headWidth, source));
+            updates.add(update(site, slots, headWidth, source));
+        }
+        for (Update update : updates) { // after every site's names and shapes, as Python checks
+            if (update.scale != null) {
+                checkRefold(update.name, update.scale, peaks.get(update.name), source);
+            }
         }
         return updates;
     }
 
-    private static Update update(Delta.Site site, TfliteSites.Site slots, double[] peak, int width, String source)
+    private static Update update(Delta.Site site, TfliteSites.Site slots, int width, String source)
             throws EdgepatchException {
         float[] kernel = site.kernel;
         int[] kernelShape = site.kernelShape;
@@ -136,7 +141,6 @@ final class SiteUpdates {
                 throw new ShapeMismatchException("`" + site.name + "/scale`: delta has " + site.scale.length
                         + " channels, base " + source + " has " + channels);
             }
-            checkRefold(site.name, site.scale, peak, source);
             scale = site.scale;
         }
         if (bias != null && !(slots.bias.shape.length == 1 && slots.bias.shape[0] == bias.length)) {
