@@ -133,8 +133,12 @@ def _checkpointing(models, optimizers, directory: str | None):
     return epoch_done, manager
 
 
-def _train_step(model, optimizer, strategy):
-    """One synchronous step of one task, run on every replica of ``strategy``."""
+def _train_step(model, optimizer, strategy, element_spec):
+    """One synchronous step of one task, run on every replica of ``strategy``.
+
+    Traced once for ``element_spec`` (the distributed iterator's, batch size unknown): a
+    repeated dataset's partial last batch would otherwise trace the whole step a second time.
+    """
     import keras
     import tensorflow as tf
 
@@ -149,7 +153,7 @@ def _train_step(model, optimizer, strategy):
         hits = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), tf.cast(labels, tf.int64)), tf.float32))
         return loss, hits, tf.cast(tf.shape(labels)[0], tf.float32)
 
-    @tf.function
+    @tf.function(input_signature=element_spec)
     def step(images, labels):
         """Return (mean loss, correct predictions, examples) over all replicas."""
         results = strategy.run(replica_step, args=(images, labels))
@@ -191,7 +195,7 @@ def train_multitask(base, runs: list[TaskRun], config: MultiTaskConfig, strategy
                              config.seed + i) for i, r in enumerate(runs)]
     steps_per_round = max(steps)
     iterators = [iter(strategy.experimental_distribute_dataset(d.repeat())) for d in datasets]
-    train_steps = [_train_step(m, o, strategy) for m, o in zip(models, optimizers)]
+    train_steps = [_train_step(m, o, strategy, it.element_spec) for m, o, it in zip(models, optimizers, iterators)]
     epoch_done, manager = _checkpointing(models, optimizers, config.checkpoint_dir)
     for epoch in range(int(epoch_done.numpy()), config.epochs):
         totals = np.zeros((len(runs), 3))  # loss, correct, examples

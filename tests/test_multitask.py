@@ -24,11 +24,12 @@ def base_checkpoint(tmp_path_factory):
     return path
 
 
-def _train(out_dir, base_checkpoint, tasks, private, epochs=1):
+def _train(out_dir, base_checkpoint, tasks, private, epochs=1, batch_size=8):
     from edgepatch.workflows import multitask_command
 
     return multitask_command(backbone="mobilenet_v2", alpha=1.0, weights=base_checkpoint, tasks=tasks,
-                             private_spec=private, epochs=epochs, lr=1e-3, batch_size=8, seed=0, out_dir=out_dir)
+                             private_spec=private, epochs=epochs, lr=1e-3, batch_size=batch_size, seed=0,
+                             out_dir=out_dir)
 
 
 def _runtime_parity(ship, tasks_and_models):
@@ -43,13 +44,19 @@ def _runtime_parity(ship, tasks_and_models):
             assert np.max(np.abs(got - np.asarray(model(x, training=False)))) <= 1e-4, (fmt, name)
 
 
-def test_multitask_shares_weights_and_keeps_private_patches(tmp_path, datasets, base_checkpoint):
+def test_multitask_shares_weights_and_keeps_private_patches(tmp_path, datasets, base_checkpoint, monkeypatch):
     from converters.convert import convert, task_model
+    from edgepatch import multitask
     from edgepatch.models import load_checkpoint
     from edgepatch.patchfile import read_patch
 
+    steps = []
+    make_step = multitask._train_step
+    monkeypatch.setattr(multitask, "_train_step", lambda *args: steps.append(make_step(*args)) or steps[-1])
     tasks = [("colors", datasets["colors"], 32), ("quadrants", datasets["quadrants"], 32)]
-    result = _train(str(tmp_path / "mt"), base_checkpoint, tasks, "scale_bias,logits")
+    result = _train(str(tmp_path / "mt"), base_checkpoint, tasks, "scale_bias,logits", batch_size=10)
+    # 24 training images per task: batches of 10, 10 and 4, and the short batch must not retrace.
+    assert [step.experimental_get_tracing_count() for step in steps] == [1, 1]
     patches = [read_patch(t["patch"]) for t in result["tasks"]]
     assert patches[0].shared_sha256 == patches[1].shared_sha256  # one set of shared weights
     assert not np.array_equal(patches[0].tensors["stem_norm/gamma"], patches[1].tensors["stem_norm/gamma"])
