@@ -157,7 +157,10 @@ Delta meta
 
 The roles of a site with output channels O:
 
-* scale: [O]; multiplies the base's folded kernel per output channel.
+* scale: [O]; multiplies the base's folded kernel per output channel. When
+  applying it, a loader refuses (``NonFiniteError``, once every site's names
+  and shapes passed) a scale whose product with the largest |value| of that
+  channel's base kernel exceeds the float32 maximum, computed in double.
 * bias: [O]; replaces the base's folded bias.
 * kernel: the full folded kernel, in Keras layout: conv [H, W, I, O]
   and depthwise [H, W, C, M] (rank 4), dense [I, O] (rank 2). Its output
