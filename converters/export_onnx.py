@@ -18,18 +18,18 @@ from collections import Counter
 import numpy as np
 
 from converters.fold import FoldedSite, expected_weights
+from converters.folded_model import BASE_INPUT_NAME
 from edgepatch.errors import FoldError
 
 log = logging.getLogger(__name__)
 OPSET = 17
-INPUT_NAME = "input"
 
 
 def _convert(folded_model):
     import tensorflow as tf
     import tf2onnx
 
-    signature = [tf.TensorSpec((None, None, None, folded_model.inputs[0].shape[-1]), tf.float32, name=INPUT_NAME)]
+    signature = [tf.TensorSpec((None, None, None, folded_model.inputs[0].shape[-1]), tf.float32, name=BASE_INPUT_NAME)]
     with contextlib.redirect_stdout(io.StringIO()):
         proto, _ = tf2onnx.convert.from_keras(folded_model, input_signature=signature, opset=OPSET)
     return proto

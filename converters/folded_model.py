@@ -22,11 +22,11 @@ import logging
 from converters.fold import FoldedSite
 from edgepatch.errors import FoldError, ModelStructureError
 from edgepatch.models import clone_with_input
-
-BASE_INPUT_NAME = "input"  # as the ONNX base's (converters.export_onnx.INPUT_NAME)
-BASE_MODEL_NAME = "edgepatch_base"
 from edgepatch.runtime.layouts import pad_head
 from edgepatch.sites import find_sites
+
+BASE_INPUT_NAME = "input"  # the base model's input, in both formats
+BASE_MODEL_NAME = "edgepatch_base"
 
 log = logging.getLogger(__name__)
 

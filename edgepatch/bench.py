@@ -14,9 +14,10 @@ allocator, page-cache or thread-pool state carries over. In that process:
 4. ``warmup`` runs, then ``peak_rss_mib``: the peak so far (one task live);
    then every delta is loaded into a ``TaskSwitcher``: ``resident_task_mib``
    is the RSS each resident task adds (measured) next to what the switcher
-   counts against its budget (``resident_task_accounted_mib``), and ``switch_hit_ms`` {median, min} the time to switch to a
-   resident task (``swaps`` switches cycling through the deltas); the
-   switcher is then dropped;
+   counts against its budget (``resident_task_accounted_mib``), and
+   ``switch_hit_ms`` {median, min} the time to switch to a resident task
+   (``swaps`` switches cycling through the deltas); the switcher is then
+   dropped;
 5. ``runs`` timed runs of the task, interleaved with runs of the untouched
    base (alternating which goes first), so ``patched_vs_base`` compares
    medians taken under the same load: ``latency_ms`` {median, p90, min} and
