@@ -85,6 +85,15 @@ def test_a_task_counts_at_least_its_estimate_and_what_it_added_to_rss(small_ship
     assert switcher.resident_bytes == first + 5 * MIB
 
 
+def test_preloaded_tasks_switch_without_building(small_ship, deltas):
+    ship, _ = small_ship
+    switcher = TaskSwitcher(load_base(str(ship / "base.tflite")))
+    assert switcher.preload([deltas["a"], deltas["b"]]) == ["a", "b"]
+    switcher.switch(deltas["a"])
+    switcher.switch(deltas["b"])
+    assert (switcher.hits, switcher.misses) == (2, 2)
+
+
 def test_a_file_replaced_on_disk_is_read_again(small_ship, deltas, tmp_path):
     ship, _ = small_ship
     switcher = TaskSwitcher(load_base(str(ship / "base.tflite")))

@@ -11,6 +11,7 @@ few tasks can keep their runners instead of rebuilding one per switch::
     switcher.switch("ship/flowers.delta").predict(images)  # miss: read, apply
     switcher.switch("ship/cars.delta").predict(images)     # miss
     switcher.switch("ship/flowers.delta").predict(images)  # hit: a lookup
+    switcher.preload(["ship/birds.delta"])                 # build ahead, e.g. at start-up
 
 A delta file is known by its path, inode, size and modification time, so a
 file replaced on disk (``fetch`` writes by atomic rename) is read again. When
@@ -88,6 +89,15 @@ class TaskSwitcher:
     def tasks(self) -> list[str]:
         """Resident tasks, least recently used first."""
         return [runner.task.name for runner, _ in self._resident.values()]
+
+    def preload(self, paths) -> list[str]:
+        """Build the tasks of ``paths`` now (e.g. at start-up), so that switching to them is a lookup.
+
+        Loaded in order: past the budget, the earliest are dropped again. Returns the resident tasks.
+        """
+        for path in paths:
+            self.switch(path)
+        return self.tasks()
 
     def switch(self, path):
         """A ready runner for the delta at ``path``: the resident one, or a new one (then evicting)."""
