@@ -130,7 +130,7 @@ def _swaps(base, spec: WorkerSpec, read_delta) -> dict:
 def _resident_tasks(base, spec: WorkerSpec) -> dict:
     """Load every delta into a TaskSwitcher: RSS per resident task, then timed switches between them."""
     from edgepatch.runtime import TaskSwitcher
-    from edgepatch.runtime.switcher import current_rss_bytes
+    from edgepatch.runtime.switcher import MIB, current_rss_bytes
 
     switcher = TaskSwitcher(base, budget_mib=1 << 20, resolution=spec.resolution)
     before = current_rss_bytes()
@@ -144,8 +144,8 @@ def _resident_tasks(base, spec: WorkerSpec) -> dict:
         hits.append(time.perf_counter() - start)
     tasks = len(spec.deltas)
     return {"switch_hit_ms": {"median": _ms(np.median(hits)), "min": _ms(min(hits))},
-            "resident_task_mib": None if before is None else round((after - before) / tasks / 2**20, 3),
-            "resident_task_accounted_mib": round(switcher.resident_bytes / tasks / 2**20, 3)}
+            "resident_task_mib": None if before is None else round((after - before) / tasks / MIB, 3),
+            "resident_task_accounted_mib": round(switcher.resident_bytes / tasks / MIB, 3)}
 
 
 def measure(spec: WorkerSpec) -> dict:

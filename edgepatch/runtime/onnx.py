@@ -136,7 +136,7 @@ class OnnxBase(PatchedBase):
         if swap_mode == "adapter":
             from edgepatch.runtime.onnx_adapter import AdapterSession
 
-            self._adapter = AdapterSession(self.bytes, self.sites, num_threads, source)
+            self._adapter = AdapterSession(self.bytes, self.sites, self._patcher.peaks, num_threads, source)
 
     def apply(self, delta: Delta | None, resolution: int | None = None) -> TaskRunner:
         """A ready runner for ``delta``'s task, or for the base task when ``delta`` is None.

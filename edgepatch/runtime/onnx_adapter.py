@@ -49,7 +49,6 @@ from edgepatch.runtime.patching import (
     LendingPool,
     SiteSlots,
     SiteUpdate,
-    kernel_peaks,
     require,
     site_updates,
 )
@@ -297,13 +296,14 @@ class AdapterRunner(TaskRunner):
 class AdapterSession:
     """The base's ORT-optimized session with overridable site weights; ``apply`` binds a task."""
 
-    def __init__(self, base: bytes, sites: dict[str, SiteSlots], num_threads: int, source: str, keep: int = 2):
+    def __init__(self, base: bytes, sites: dict[str, SiteSlots], peaks: dict[str, np.ndarray], num_threads: int,
+                 source: str, keep: int = 2):
         import onnxruntime as ort
 
         from edgepatch.runtime.onnx import session_options
 
         self.sites, self.source = sites, source
-        self.peaks = kernel_peaks(base, sites, "onnx")
+        self.peaks = peaks  # the base's kernel_peaks: which scales would overflow
         real = _optimized(base, num_threads)
         self.placements = locate(real, _optimized(_probe_bytes(base, sites, source), num_threads), base, sites, source)
         options = session_options(num_threads)
