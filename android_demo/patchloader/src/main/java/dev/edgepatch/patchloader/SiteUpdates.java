@@ -1,7 +1,6 @@
 package dev.edgepatch.patchloader;
 
 import java.nio.ByteBuffer;
-import java.nio.ByteOrder;
 import java.nio.FloatBuffer;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -71,10 +70,7 @@ final class SiteUpdates {
                 inner *= kernel.shape[i];
             }
             double[] peak = new double[channels];
-            ByteBuffer view = base.duplicate();
-            view.limit(kernel.offset + 4 * kernel.count);
-            view.position(kernel.offset);
-            FloatBuffer values = view.slice().order(ByteOrder.LITTLE_ENDIAN).asFloatBuffer();
+            FloatBuffer values = TfliteBase.floats(base, kernel);
             for (int i = 0; i < kernel.count && channels > 0; i++) {
                 int c = (i / inner) % channels;
                 peak[c] = Math.max(peak[c], Math.abs((double) values.get(i)));

@@ -306,7 +306,7 @@ public final class TfliteBase {
     }
 
     /** A little-endian float view of one tensor's bytes in {@code buffer}. */
-    private static FloatBuffer floats(ByteBuffer buffer, TfliteSites.Slot slot) {
+    static FloatBuffer floats(ByteBuffer buffer, TfliteSites.Slot slot) {
         ByteBuffer view = buffer.duplicate();
         view.limit(slot.offset + 4 * slot.count);
         view.position(slot.offset);
