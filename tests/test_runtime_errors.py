@@ -91,8 +91,8 @@ def test_finite_scale_that_overflows_the_refold(small_ship, kind):
     path = str(ship / f"base.{fmt}")
     # The small base's kernel values are all below 1, where no finite float32 scale can overflow;
     # a base with the stem kernel times 8 (a conv: output channels on axis 0 in both layouts) has some.
-    data = bytearray(load_base(path).bytes)
-    slot = load_base(path).sites["stem"].kernel
+    original = load_base(path)
+    data, slot = bytearray(original.bytes), original.sites["stem"].kernel
     kernel = np.frombuffer(data, np.float32, slot.count, slot.offset).reshape(slot.shape[0], -1)
     kernel *= 8
     first = int(np.flatnonzero(np.abs(kernel).max(axis=1) > 1)[0])
