@@ -47,6 +47,7 @@ from runtime_variants import (  # noqa: E402
 
 from edgepatch.bench import runtime_versions  # noqa: E402
 from edgepatch.runtime import OnnxBase, TaskSwitcher, TFLiteBase, read_delta  # noqa: E402
+from edgepatch.runtime.onnx import OnnxRunner  # noqa: E402
 from edgepatch.runtime.onnx_file import parse_onnx  # noqa: E402
 from edgepatch.runtime.tflite_file import parse_tflite  # noqa: E402
 
@@ -72,7 +73,13 @@ class Model:
 
     def __init__(self, ship: str, delta_path: str, direct_tflite: str, direct_onnx: str, threads: int, folder: str):
         self.ship, self.delta_path, self.threads = ship, delta_path, threads
-        self.tflite, self.onnx = TFLiteBase.from_file(f"{ship}/base.tflite", threads), OnnxBase.from_file(f"{ship}/base.onnx", threads)
+        self.tflite = TFLiteBase.from_file(f"{ship}/base.tflite", threads)
+        start = time.perf_counter()
+        self.onnx = OnnxBase.from_file(f"{ship}/base.onnx", threads)
+        self.rebuild_init_ms = round((time.perf_counter() - start) * 1e3, 1)
+        start = time.perf_counter()
+        self.onnx_as_stored = OnnxBase.from_file(f"{ship}/base.onnx", threads, optimize_once=False)
+        self.as_stored_init_ms = round((time.perf_counter() - start) * 1e3, 1)
         start = time.perf_counter()
         self.adapter = OnnxBase.from_file(f"{ship}/base.onnx", threads, swap_mode="adapter")
         self.adapter_init_ms = round((time.perf_counter() - start) * 1e3, 1)
@@ -82,6 +89,7 @@ class Model:
             "tflite_swap": TFLiteBase.from_file(f"{ship}/base.tflite", threads),
             "tflite_apply_only": TFLiteBase.from_file(f"{ship}/base.tflite", threads),
             "onnx_rebuild_swap": OnnxBase.from_file(f"{ship}/base.onnx", threads),
+            "onnx_rebuild_swap_as_stored": OnnxBase.from_file(f"{ship}/base.onnx", threads, optimize_once=False),
             "onnx_adapter_swap": OnnxBase.from_file(f"{ship}/base.onnx", threads, swap_mode="adapter"),
             "onnx_adapter_apply_only": OnnxBase.from_file(f"{ship}/base.onnx", threads, swap_mode="adapter"),
         }
@@ -103,6 +111,10 @@ class Model:
         self.affine_file = self.affine.export(self.delta, width)
         self.affine.activate(self.affine_file)
         self.full_tflite, self.full_onnx = bytes(self.tflite.patched_bytes(self.delta)), bytes(self.onnx.patched_bytes(self.delta))
+        # The same task as ORT's optimized model: what a rebuild swap builds its session from.
+        patched, buffer = self.onnx._layout_patcher.patch(self.delta)
+        self.full_onnx_optimized = bytes(bytearray(patched))
+        self.onnx._layout_patcher.pool.give_back(buffer)
         self.full_files = (os.path.join(folder, "task_full.tflite"), os.path.join(folder, "task_full.onnx"))
         for path, data in zip(self.full_files, (self.full_tflite, self.full_onnx)):
             with open(path, "wb") as handle:
@@ -111,6 +123,7 @@ class Model:
             "tflite_base": self.tflite.apply(None), "tflite_task": self.tflite.apply(self.delta),
             "tflite_direct": Interp(read_file(direct_tflite), threads),
             "onnx_base": self.onnx.apply(None), "onnx_task": self.onnx.apply(self.delta),
+            "onnx_task_as_stored": self.onnx_as_stored.apply(self.delta),
             "onnx_adapter_task": self.adapter.apply(self.delta), "onnx_direct": Session(read_file(direct_onnx), threads),
             "onnx_affine_adapter_task": self.affine,
         }
@@ -148,7 +161,9 @@ class Model:
             "tflite_swap_naive": lambda: naive_tflite_swap(self.tflite, read_delta(path), res, threads),
             "tflite_load_full_file": lambda: Interp(read_file(self.full_files[0]), threads).prepare(res),
             "onnx_create_in_memory": lambda: Session(self.full_onnx, threads),
+            "onnx_create_optimized_in_memory": lambda: OnnxRunner(self.full_onnx_optimized, None, 0.0, threads, True),
             "onnx_rebuild_swap": lambda: swapper["onnx_rebuild_swap"].apply(read_delta(path)),
+            "onnx_rebuild_swap_as_stored": lambda: swapper["onnx_rebuild_swap_as_stored"].apply(read_delta(path)),
             "onnx_rebuild_naive": lambda: Session(bytes(self.onnx.patched_bytes(read_delta(path))), threads),
             "onnx_load_full_file": lambda: Session(read_file(self.full_files[1]), threads),
             "onnx_adapter_swap": lambda: swapper["onnx_adapter_swap"].apply(read_delta(path)),
@@ -169,6 +184,7 @@ def _latency_ratios(ms: dict) -> dict:
         "p4_tflite_ours_vs_converter": _ratio(ms["tflite_task"], ms["tflite_direct"]),
         "p4_onnx_ours_vs_converter": _ratio(ms["onnx_task"], ms["onnx_direct"]),
         "onnx_adapter_vs_rebuild": _ratio(ms["onnx_adapter_task"], ms["onnx_task"]),
+        "onnx_rebuild_optimized_once_vs_as_stored": _ratio(ms["onnx_task"], ms["onnx_task_as_stored"]),
         "onnx_affine_adapter_vs_rebuild": _ratio(ms["onnx_affine_adapter_task"], ms["onnx_task"]),
     }
 
@@ -180,6 +196,10 @@ def _swap_ratios(ms: dict) -> dict:
         "tflite_naive_vs_create_in_memory": _ratio(ms["tflite_swap_naive"], ms["tflite_create_in_memory"]),
         "tflite_fresh_buffers_vs_create_in_memory": _ratio(ms["tflite_swap_fresh_buffers"], ms["tflite_create_in_memory"]),
         "p2_onnx_rebuild_swap_vs_create_in_memory": _ratio(ms["onnx_rebuild_swap"], ms["onnx_create_in_memory"]),
+        "onnx_rebuild_as_stored_vs_create_in_memory": _ratio(ms["onnx_rebuild_swap_as_stored"],
+                                                             ms["onnx_create_in_memory"]),
+        "onnx_create_optimized_vs_create_in_memory": _ratio(ms["onnx_create_optimized_in_memory"],
+                                                            ms["onnx_create_in_memory"]),
         "tflite_swap_vs_full_file": _ratio(ms["tflite_swap"], ms["tflite_load_full_file"]),
         "onnx_rebuild_swap_vs_full_file": _ratio(ms["onnx_rebuild_swap"], ms["onnx_load_full_file"]),
         "onnx_adapter_swap_vs_full_file": _ratio(ms["onnx_adapter_swap"], ms["onnx_load_full_file"]),
@@ -194,7 +214,8 @@ def measure(name: str, model: Model, resolutions, swap_resolutions, rounds: int,
                   "delta": os.path.getsize(model.delta_path), "direct_tflite": os.path.getsize(direct[0]),
                   "direct_onnx": os.path.getsize(direct[1])},
         "op_counts": _op_counts(model.ship, *direct),
-        "adapter_init_ms": model.adapter_init_ms,
+        "init_ms": {"onnx_rebuild": model.rebuild_init_ms, "onnx_rebuild_as_stored": model.as_stored_init_ms,
+                    "onnx_adapter": model.adapter_init_ms},
         "parity_max_abs_vs_tflite_task": model.parity(max(resolutions)),
         "latency": {str(r): model.latency(r, rounds) for r in resolutions},
         "swap": {str(r): model.swaps(r, rounds) for r in swap_resolutions},

@@ -160,7 +160,7 @@ def render(result: dict) -> str:
 @click.option("--runs", default=100, show_default=True, type=click.IntRange(1, 100000), help="Timed runs per configuration.")
 @click.option("--warmup", default=10, show_default=True, type=click.IntRange(0, 100000), help="Untimed runs first.")
 @click.option("--onnx-swap", default="rebuild", show_default=True, type=click.Choice(ONNX_SWAP_MODES),
-              help="ONNX swap mode: rebuild (new session per task) or adapter (one session, weights as inputs).")
+              help="ONNX swap mode: rebuild (a new session per task, from ORT's optimized model) or adapter (one session, weights as inputs).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--csv", "csv_path", default=None, help="Also write one CSV row per configuration to this file.")
 @click.option("--plot", "plot_path", default=None, help="Also write a PNG plot of latency vs resolution.")

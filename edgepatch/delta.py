@@ -428,15 +428,23 @@ class _Site:
     roles: str  # one of ROLE_SETS
 
     def holds(self, role: str) -> bool:
-        return role in self.roles.split("+")
+        return role in _ROLES_OF[self.roles]
+
+
+_ROLES_OF = {roles: tuple(role for role in TENSOR_ROLES if role in roles.split("+")) for roles in ROLE_SETS}
 
 
 def _parse_site(item, index: int, seen: set, source: str) -> _Site:
-    where = f"meta.sites[{index}]"
     if not (isinstance(item, list) and len(item) == 4):
-        raise HeaderError(f"{source}: {where} must be an array [name, op, channels, roles], "
+        raise HeaderError(f"{source}: meta.sites[{index}] must be an array [name, op, channels, roles], "
                           f"got {_show(item)}")
     name, op, channels, roles = item
+    if (type(name) is str and name not in seen and type(op) is str and op in SITE_OPS  # the valid case, quickly
+            and type(roles) is str and roles in ROLE_SETS and _is_int(channels, 1, MAX_FILE_BYTES)
+            and _is_site_name(name)):
+        seen.add(name)
+        return _Site(name, op, channels, roles)
+    where = f"meta.sites[{index}]"
     if not _is_site_name(name):
         raise HeaderError(f"{source}: {where}: name must be a string of 1..{MAX_SITE_NAME_BYTES} UTF-8 "
                           f"bytes, got {_show(name)}")
@@ -599,7 +607,7 @@ def _unpack(sites: list[_Site], stored: dict) -> dict[str, np.ndarray]:
     cursor = dict.fromkeys(PACKED_ROLES, 0)
     tensors = {}
     for site in sites:
-        for role in (role for role in TENSOR_ROLES if site.holds(role)):
+        for role in _ROLES_OF[site.roles]:
             name = f"{site.name}/{role}"
             if role == "kernel":
                 tensors[name] = _read_only_float32(stored[name])

@@ -344,7 +344,9 @@ def _read_bytes(path) -> tuple[bytes, str]:
         raise MissingFileError(f"{source}: is not a regular file")
     _check_file_size(info.st_size, source)  # before reading a byte
     with open(source, "rb") as handle:
-        return handle.read(MAX_FILE_BYTES + 1), source  # a file that grew since is caught by decode
+        # One byte more than stat saw: a file that grew since is caught by decode (a size bound
+        # as large as MAX_FILE_BYTES would make read() allocate that much first).
+        return handle.read(info.st_size + 1), source
 
 
 def read_tensor_file(path, expect_kind: str) -> TensorFile:

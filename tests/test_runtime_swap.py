@@ -8,7 +8,7 @@ import gc
 import numpy as np
 import pytest
 
-from edgepatch.errors import UsageError
+from edgepatch.errors import BaseModelError, UsageError
 from edgepatch.runtime import OnnxBase, TFLiteBase, read_delta
 from edgepatch.runtime.patching import writable_bytes
 
@@ -88,3 +88,38 @@ def test_writable_bytes_is_a_filled_bytes_object():
     view[:] = (np.arange(4096) % 251).astype(np.uint8)
     assert isinstance(data, bytes) and len(data) == 4096
     assert data == bytes((np.arange(4096) % 251).astype(np.uint8))
+
+
+def test_rebuild_sessions_come_from_orts_optimized_model(small_ship):
+    ship, keras_model = small_ship
+    delta = read_delta(str(ship / "gamma.delta"))
+    optimized = BASES["onnx_rebuild"](ship)
+    as_stored = OnnxBase.from_file(str(ship / "base.onnx"), optimize_once=False)
+    assert optimized.layout is not None and as_stored.layout is None
+    for resolution in (32, 48):
+        x = _inputs(resolution)
+        task = optimized.apply(delta).predict(x)
+        assert np.max(np.abs(task - as_stored.apply(delta).predict(x))) <= 1e-5
+        assert np.max(np.abs(optimized.apply(None).predict(x) - as_stored.apply(None).predict(x))) <= 1e-5
+    x = _inputs()  # the Keras task model's own resolution
+    expected = np.asarray(keras_model(x, training=False))
+    assert np.max(np.abs(optimized.apply(delta).predict(x) - expected)) <= 1e-4
+
+
+def _refusing_layout(*args):
+    raise BaseModelError("base.onnx: ORT optimized the probe differently; cannot map the site weights")
+
+
+def test_rebuild_falls_back_when_the_optimized_model_cannot_be_mapped(small_ship, monkeypatch):
+    ship, keras_model = small_ship
+    monkeypatch.setattr("edgepatch.runtime.onnx.optimized_layout", _refusing_layout)
+    with pytest.warns(UserWarning) as caught:
+        base = BASES["onnx_rebuild"](ship)
+    assert str(caught[0].message) == ("base.onnx: ORT optimized the probe differently; cannot map the site weights; "
+                                      "rebuild swaps will optimize each task's session again (slower)")
+    assert base.layout is None
+    x = _inputs()
+    got = base.apply(read_delta(str(ship / "gamma.delta"))).predict(x)
+    assert np.max(np.abs(got - np.asarray(keras_model(x, training=False)))) <= 1e-4
+    with pytest.raises(BaseModelError, match="cannot map the site weights"):
+        BASES["onnx_adapter"](ship)

@@ -8,35 +8,43 @@ Walk-through::
     flowers = base.apply(read_delta("out/flowers.delta"))
     logits = flowers.predict(images)
 
-Two swap modes (``swap_mode``):
+At load, ORT optimizes the base once for this machine, and the runtime maps
+where every site tensor landed in the optimized model (``onnx_layout``).
+Two swap modes (``swap_mode``) build on that:
 
 - ``rebuild`` (default): the task's weights are written into a copy of the
-  model bytes (``patching.BytesPatcher``) and a new ``InferenceSession`` is
-  built from them, so every weight stays a constant and ORT's full graph
-  optimisations apply. A swap costs a session build (12-25 ms for
-  MobileNetV2 1.0 on a 2-core VM). (ORT ignores
-  ``SessionOptions.add_initializer`` overrides of constant initializers at
-  ORT_ENABLE_ALL, so overrides are not used.)
-- ``adapter``: one session over ORT's own optimized graph with the site
-  weights as inputs (``onnx_adapter``); a swap only writes the task's
-  weights into buffers bound to an ``IOBinding``: 2-4 ms from the delta
-  file for MobileNetV2 1.0 (8x faster than ``rebuild``), and runs within
-  1-6 % of ``rebuild`` (``benchmarks/bench_runtime.py``). Loading costs two
-  extra ORT optimizations (0.1-1.4 s) and memory for about three more
-  copies of the weights (optimized base, position map, one set per live
-  runner). Choose it when tasks switch often; ``rebuild`` when memory is
-  tight or loading must be quick.
+  optimized model's bytes (``onnx_layout.LayoutPatcher``) and a new
+  ``InferenceSession`` is built from them with graph optimization off: every
+  weight stays a constant, the kernels are those ORT chose, and the build
+  skips the optimization a plain session create repeats: 0.43x its time on
+  MobileNetV2 1.0, and a whole swap from the delta file 0.70x
+  (``benchmarks/bench_runtime.py``). ``optimize_once=False`` skips the
+  load-time work and memory, and rebuilds from the base as stored, paying
+  ORT's optimization per swap. (ORT ignores ``SessionOptions.add_initializer``
+  overrides of constant initializers at ORT_ENABLE_ALL, so overrides are
+  not used.)
+- ``adapter``: one session over the optimized graph with the site weights
+  as inputs (``onnx_adapter``); a swap only writes the task's weights into
+  buffers bound to an ``IOBinding`` and builds no session, and runs within
+  1-6 % of ``rebuild`` (``benchmarks/bench_runtime.py``). Memory: one more
+  weight set per live runner. Choose it when tasks switch often.
+
+Loading costs two ORT optimizations (0.1-1.4 s). If ORT optimizes a base in
+a way the mapping refuses, ``rebuild`` warns and falls back to
+``optimize_once=False``; ``adapter`` raises.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 
 import numpy as np
 
 from edgepatch.delta import Delta
 from edgepatch.errors import BaseModelError, UsageError
 from edgepatch.runtime.onnx_file import OnnxModel, parse_onnx
+from edgepatch.runtime.onnx_layout import LayoutPatcher, optimized_layout
 from edgepatch.runtime.patching import (
     BytesPatcher,
     PatchedBase,
@@ -89,13 +97,14 @@ def session_options(num_threads: int):
 
 
 class OnnxRunner(TaskRunner):
-    def __init__(self, model_bytes: bytes, task, swap_seconds: float, num_threads: int):
+    def __init__(self, model_bytes: bytes, task, swap_seconds: float, num_threads: int, optimized: bool = False):
         import onnxruntime as ort
 
         super().__init__(task, swap_seconds)
-        self._session = ort.InferenceSession(
-            model_bytes, session_options(num_threads), providers=["CPUExecutionProvider"]
-        )
+        options = session_options(num_threads)
+        if optimized:  # ORT's own optimized model (onnx_layout): optimizing it again changes nothing
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        self._session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
 
     def _run(self, images: np.ndarray) -> np.ndarray:
@@ -110,6 +119,8 @@ class OnnxBase(PatchedBase):
         source: a name for error messages (usually the path).
         num_threads: intra-op threads for every session it makes.
         swap_mode: "rebuild" or "adapter" (see the module docstring).
+        optimize_once: ``rebuild`` mode only: build task sessions from ORT's
+            optimized model (default) or, when False, from the base as stored.
     Raises:
         UsageError: an unknown ``swap_mode``.
         BaseModelError: the bytes are not a base written by ``edgepatch convert``,
@@ -118,7 +129,8 @@ class OnnxBase(PatchedBase):
 
     format = "onnx"
 
-    def __init__(self, model_bytes: bytes, source: str = "<bytes>", num_threads: int = 1, swap_mode: str = "rebuild"):
+    def __init__(self, model_bytes: bytes, source: str = "<bytes>", num_threads: int = 1, swap_mode: str = "rebuild",
+                 optimize_once: bool = True):
         if swap_mode not in SWAP_MODES:
             raise UsageError(f"ONNX swap mode must be one of {list(SWAP_MODES)}. Received '{swap_mode}'")
         try:
@@ -132,11 +144,26 @@ class OnnxBase(PatchedBase):
         self.sha256 = sha256_hex(self.bytes)
         self.sites = onnx_sites(parse_onnx(self.bytes, source), source)
         self._patcher = BytesPatcher(self.bytes, self.sites, self.format, source)
-        self._adapter = None
+        self.layout = self._layout(swap_mode == "adapter" or optimize_once, strict=swap_mode == "adapter")
+        self._adapter = self._layout_patcher = None
         if swap_mode == "adapter":
             from edgepatch.runtime.onnx_adapter import AdapterSession
 
-            self._adapter = AdapterSession(self.bytes, self.sites, self._patcher.peaks, num_threads, source)
+            self._adapter = AdapterSession(self.layout, self.sites, self._patcher.peaks, num_threads, source)
+        elif self.layout is not None:
+            self._layout_patcher = LayoutPatcher(self.layout, self.sites, self._patcher.peaks, source)
+
+    def _layout(self, wanted: bool, strict: bool):
+        """ORT's optimized model and where the sites lie in it; None if not wanted, or refused and not ``strict``."""
+        if not wanted:
+            return None
+        try:
+            return optimized_layout(self.bytes, self.sites, self.num_threads, self.source)
+        except BaseModelError as error:
+            if strict:
+                raise
+            warnings.warn(f"{error}; rebuild swaps will optimize each task's session again (slower)", stacklevel=3)
+            return None
 
     def apply(self, delta: Delta | None, resolution: int | None = None) -> TaskRunner:
         """A ready runner for ``delta``'s task, or for the base task when ``delta`` is None.
@@ -151,11 +178,15 @@ class OnnxBase(PatchedBase):
         start = time.perf_counter()
         if delta is not None:
             check_fingerprint(delta, self.format, self.sha256, self.source)
+        optimized = self._layout_patcher is not None
         if self._adapter is not None:
             runner = self._adapter.apply(delta)
         elif delta is None:
-            runner = OnnxRunner(self.bytes, None, 0.0, self.num_threads)
+            model = self.layout.model if optimized else self.bytes
+            runner = OnnxRunner(model, None, 0.0, self.num_threads, optimized)
         else:
-            runner = self._patched_runner(delta, lambda model: OnnxRunner(model, delta.task, 0.0, self.num_threads))
+            runner = self._patched_runner(
+                delta, lambda model: OnnxRunner(model, delta.task, 0.0, self.num_threads, optimized),
+                self._layout_patcher)
         runner.swap_seconds = time.perf_counter() - start
         return runner

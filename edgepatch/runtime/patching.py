@@ -107,7 +107,8 @@ def check_fingerprint(delta: Delta, fmt: str, base_sha256: str, source: str) -> 
         )
 
 
-def _view(buffer, slot: Slot) -> np.ndarray:
+def view_of(buffer, slot: Slot) -> np.ndarray:
+    """The float32 array ``slot`` describes, viewing ``buffer`` (no copy)."""
     return np.frombuffer(buffer, np.float32, slot.count, slot.offset).reshape(slot.shape)
 
 
@@ -136,7 +137,7 @@ def kernel_peaks(base, sites: dict[str, SiteSlots], fmt: str) -> dict[str, np.nd
     """Per site, the largest |base kernel value| of each output channel (float64): what a scale may multiply."""
     peaks = {}
     for name, slots in sites.items():
-        kernel = np.abs(_view(base, slots.kernel))
+        kernel = np.abs(view_of(base, slots.kernel))
         axis = OUT_AXIS[(fmt, slots.op)]
         others = tuple(a for a in range(kernel.ndim) if a != axis)
         peaks[name] = kernel.max(axis=others, initial=0).astype(np.float64)
@@ -218,8 +219,8 @@ def patch_buffer(buffer: bytearray, base: bytes, sites: dict[str, SiteSlots], pe
     """Write ``delta``'s tensors into ``buffer`` (a copy of ``base``), in ``fmt`` layout."""
     for name, update in site_updates(sites, peaks, delta, fmt, source).items():
         slots = sites[name]
-        write_site(update, _view(buffer, slots.kernel), _view(buffer, slots.bias),
-                   _view(base, slots.kernel), _view(base, slots.bias), scale_shape(slots, fmt))
+        write_site(update, view_of(buffer, slots.kernel), view_of(buffer, slots.bias),
+                   view_of(base, slots.kernel), view_of(base, slots.bias), scale_shape(slots, fmt))
 
 
 def writable_bytes(size: int) -> tuple[bytes | bytearray, np.ndarray]:
@@ -283,7 +284,7 @@ class _PatchBuffer:
     def __init__(self, base: bytes, sites: dict[str, SiteSlots]):
         self.data, view = writable_bytes(len(base))
         view[:] = np.frombuffer(base, np.uint8)
-        self.views = {name: (_view(view, s.kernel), _view(view, s.bias)) for name, s in sites.items()}
+        self.views = {name: (view_of(view, s.kernel), view_of(view, s.bias)) for name, s in sites.items()}
 
     def model_bytes(self) -> bytes:
         return self.data if isinstance(self.data, bytes) else bytes(self.data)
@@ -302,7 +303,7 @@ class BytesPatcher:
 
     def __init__(self, base: bytes, sites: dict[str, SiteSlots], fmt: str, source: str, keep: int = 2):
         self.sites, self.fmt, self.source = sites, fmt, source
-        self._base_views = {name: (_view(base, s.kernel), _view(base, s.bias)) for name, s in sites.items()}
+        self._base_views = {name: (view_of(base, s.kernel), view_of(base, s.bias)) for name, s in sites.items()}
         self._shapes = {name: scale_shape(s, fmt) for name, s in sites.items()}
         self.peaks = kernel_peaks(base, sites, fmt)
         self.pool = LendingPool(lambda: _PatchBuffer(base, sites), keep)
@@ -334,15 +335,19 @@ class PatchedBase(BaseFile):
         patch_buffer(buffer, self.bytes, self.sites, self._patcher.peaks, delta, self.format, self.source)
         return buffer
 
-    def _patched_runner(self, delta: Delta, make_runner):
-        """``make_runner(model_bytes)`` on a pooled buffer holding the task; the runner keeps the buffer."""
-        model, buffer = self._patcher.patch(delta)
+    def _patched_runner(self, delta: Delta, make_runner, patcher=None):
+        """``make_runner(model_bytes)`` on a pooled buffer holding the task; the runner keeps the buffer.
+
+        ``patcher``: anything with ``patch(delta)`` and ``pool`` (default: the base's ``BytesPatcher``).
+        """
+        patcher = patcher or self._patcher
+        model, buffer = patcher.patch(delta)
         try:
             runner = make_runner(model)
         except BaseException:
-            self._patcher.pool.give_back(buffer)
+            patcher.pool.give_back(buffer)
             raise
-        self._patcher.pool.lend(buffer, runner)
+        patcher.pool.lend(buffer, runner)
         return runner
 
 
