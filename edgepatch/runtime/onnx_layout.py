@@ -101,7 +101,7 @@ def _probe_bytes(base: bytes, sites: dict[str, SiteSlots], source: str) -> bytes
         for slot, sign in ((slots.kernel, 1), (slots.bias, -1)):
             first = next_kernel if sign > 0 else next_bias
             require(first + slot.count <= MAX_PROBE_CODE,
-                    f"{source}: adapter mode supports at most {MAX_PROBE_CODE} site weights of each role")
+                    f"{source}: the optimized-layout mapping supports at most {MAX_PROBE_CODE} site weights of each role")
             codes = np.arange(first, first + slot.count, dtype=np.float32) * sign
             np.frombuffer(probe, np.float32, slot.count, slot.offset)[:] = codes
             if sign > 0:
@@ -277,10 +277,5 @@ class LayoutPatcher:
     def patch(self, delta: Delta) -> tuple[bytes, _LayoutBuffer]:
         """The optimized model with ``delta`` applied, and the buffer to ``pool.lend`` to its runner."""
         updates = site_updates(self.sites, self.peaks, delta, "onnx", self.source)
-        buffer = self.pool.take()
-        try:
-            write_task(self.layout.placements, updates, buffer.views)
-        except BaseException:
-            self.pool.give_back(buffer)
-            raise
+        buffer = self.pool.take_filled(lambda into: write_task(self.layout.placements, updates, into.views))
         return buffer.data, buffer

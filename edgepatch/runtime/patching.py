@@ -267,6 +267,16 @@ class LendingPool:
                 self._owners[id(buffer)] = [buffer, self]
             return buffer
 
+    def take_filled(self, fill):
+        """``take`` a buffer and ``fill(buffer)``; the buffer goes back to the pool if filling fails."""
+        buffer = self.take()
+        try:
+            fill(buffer)
+        except BaseException:
+            self.give_back(buffer)
+            raise
+        return buffer
+
     def lend(self, buffer, runner) -> None:
         entry = self._owners.get(id(buffer))
         if entry is not None:
@@ -311,14 +321,13 @@ class BytesPatcher:
     def patch(self, delta: Delta) -> tuple[bytes, _PatchBuffer]:
         """The base bytes with ``delta`` applied, and the buffer to ``pool.lend`` to the runner using them."""
         updates = site_updates(self.sites, self.peaks, delta, self.fmt, self.source)
-        buffer = self.pool.take()
-        try:
+
+        def fill(buffer: _PatchBuffer) -> None:
             for name, (kernel_out, bias_out) in buffer.views.items():
                 kernel_base, bias_base = self._base_views[name]
                 write_site(updates.get(name), kernel_out, bias_out, kernel_base, bias_base, self._shapes[name])
-        except BaseException:
-            self.pool.give_back(buffer)
-            raise
+
+        buffer = self.pool.take_filled(fill)
         return buffer.model_bytes(), buffer
 
 
