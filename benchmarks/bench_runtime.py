@@ -3,13 +3,23 @@
 Usage (from the repository root)::
 
     .venv/bin/python benchmarks/bench_runtime.py \\
-        --weights ../shared/weights/mobilenet_v2_1.0_224_no_top.h5 [--demo DEMO_DIR]
+        --weights ../shared/weights/mobilenet_v2_1.0_224_no_top.h5 [--demo DEMO_DIR] \\
+        [--calibration ../shared/data/flowers5/train]
 
 ``--weights`` builds a MobileNetV2 1.0 task at 224 (``task_build.py``: an
 S/B + logits patch, converted with ``converters.convert.convert``, and the
 same trained Keras model converted directly with TFLiteConverter / tf2onnx,
 BN left to the converters). ``--demo`` adds an ``edgepatch demo`` output
-(its first task). Artefacts are cached under ``--work-dir``.
+(its first task). ``--calibration`` adds int8 bases of the MobileNetV2 task
+(exact and compact deltas) and times their swaps. Artefacts are cached
+under ``--work-dir``.
+
+Floors say what no implementation of a swap can beat here:
+``tflite_floor_copy_create`` copies finished task bytes into a buffer and
+creates the interpreter (a float swap must change every kernel before
+XNNPACK packs them), ``tflite_floor_read_copy_create`` also reads the delta
+file first; ``onnx_adapter_floor_copy`` copies a finished adapter weight set
+(``onnx_adapter_floor_read_copy``: after reading the delta file).
 
 Every figure is a ratio of medians of variants measured in the same process
 and the same interleaved rounds (``runtime_variants.interleaved``), on one
@@ -34,8 +44,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from runtime_variants import (  # noqa: E402
     AffineAdapter,
+    CopyThenCreate,
     Interp,
     Session,
+    copy_weight_set,
     fresh_buffer_patcher,
     interleaved,
     medians_ms,
@@ -46,7 +58,7 @@ from runtime_variants import (  # noqa: E402
 )
 
 from edgepatch.bench import runtime_versions  # noqa: E402
-from edgepatch.runtime import OnnxBase, TaskSwitcher, TFLiteBase, read_delta  # noqa: E402
+from edgepatch.runtime import OnnxBase, TaskSwitcher, TFLiteBase, load_base, read_delta, read_task_delta  # noqa: E402
 from edgepatch.runtime.onnx import OnnxRunner  # noqa: E402
 from edgepatch.runtime.onnx_file import parse_onnx  # noqa: E402
 from edgepatch.runtime.tflite_file import parse_tflite  # noqa: E402
@@ -119,10 +131,13 @@ class Model:
         for path, data in zip(self.full_files, (self.full_tflite, self.full_onnx)):
             with open(path, "wb") as handle:
                 handle.write(data)
+        # P4 compares models: our task bytes and the converter's under the same bare wrapper. The
+        # runners (``*_task``) add predict()'s input and logits checks, reported as runner overhead.
         self.runners = {
             "tflite_base": self.tflite.apply(None), "tflite_task": self.tflite.apply(self.delta),
-            "tflite_direct": Interp(read_file(direct_tflite), threads),
+            "tflite_task_bare": Interp(self.full_tflite, threads), "tflite_direct": Interp(read_file(direct_tflite), threads),
             "onnx_base": self.onnx.apply(None), "onnx_task": self.onnx.apply(self.delta),
+            "onnx_task_bare": Session(self.full_onnx, threads),
             "onnx_task_as_stored": self.onnx_as_stored.apply(self.delta),
             "onnx_adapter_task": self.adapter.apply(self.delta), "onnx_direct": Session(read_file(direct_onnx), threads),
             "onnx_affine_adapter_task": self.affine,
@@ -152,7 +167,13 @@ class Model:
     def swaps(self, resolution: int, rounds: int) -> dict:
         path, res, threads, delta, swapper = self.delta_path, resolution, self.threads, self.delta, self.swappers
         fresh = fresh_buffer_patcher(self.tflite)
+        floor = CopyThenCreate(self.full_tflite, threads)
+        adapter_floor = copy_weight_set(self.runners["onnx_adapter_task"]._weights.arrays)
         variants = {
+            "tflite_floor_copy_create": lambda: floor(res),
+            "tflite_floor_read_copy_create": lambda: (read_delta(path), floor(res))[1],
+            "onnx_adapter_floor_copy": adapter_floor,
+            "onnx_adapter_floor_read_copy": lambda: (read_delta(path), adapter_floor()),
             "read_delta": lambda: read_delta(path),
             "tflite_create_in_memory": lambda: Interp(self.full_tflite, threads).prepare(res),
             "tflite_swap": lambda: swapper["tflite_swap"].apply(read_delta(path), res),
@@ -177,12 +198,41 @@ class Model:
         return {"median_ms": ms, "min_ms": mins, "ratios": _swap_ratios(ms), "ratios_of_min": _swap_ratios(mins)}
 
 
+def int8_swaps(folders: dict[str, str], resolution: int, rounds: int, threads: int) -> dict:
+    """int8 bases, per delta mode: the swap (delta file -> ready runner) vs a plain create of the task's int8 model.
+
+    A task's scales fold into the kernels' quantization scales, so a swap writes scales and a
+    few small buffers and never the int8 kernels; ``apply_only`` leaves out reading the file.
+    """
+    variants = {}
+    for mode, folder in folders.items():
+        path = os.path.join(folder, "task.int8.delta")
+        base, delta = load_base(os.path.join(folder, "base_int8.tflite"), threads), read_task_delta(path)
+        full = bytes(base.patched_bytes(delta))
+        variants.update({
+            f"{mode}_read_delta": lambda path=path: read_task_delta(path),
+            f"{mode}_create_in_memory": lambda full=full: Interp(full, threads).prepare(resolution),
+            f"{mode}_swap": lambda base=base, path=path: base.apply(read_task_delta(path), resolution),
+            f"{mode}_apply_only": lambda base=base, delta=delta: base.apply(delta, resolution),
+        })
+    ms = medians_ms(interleaved(variants, rounds))
+    ratios = {f"{mode}_{kind}_vs_create_in_memory": _ratio(ms[f"{mode}_{kind}"], ms[f"{mode}_create_in_memory"])
+              for mode in folders for kind in ("swap", "apply_only", "read_delta")}
+    return {"resolution": resolution, "delta_bytes": {m: os.path.getsize(os.path.join(f, "task.int8.delta"))
+                                                      for m, f in folders.items()},
+            "base_int8_bytes": os.path.getsize(os.path.join(next(iter(folders.values())), "base_int8.tflite")),
+            "median_ms": ms, "ratios": ratios}
+
+
 def _latency_ratios(ms: dict) -> dict:
     return {
         "p3_tflite_patched_vs_base": _ratio(ms["tflite_task"], ms["tflite_base"]),
         "p3_onnx_patched_vs_base": _ratio(ms["onnx_task"], ms["onnx_base"]),
-        "p4_tflite_ours_vs_converter": _ratio(ms["tflite_task"], ms["tflite_direct"]),
-        "p4_onnx_ours_vs_converter": _ratio(ms["onnx_task"], ms["onnx_direct"]),
+        "p4_tflite_ours_vs_converter": _ratio(ms["tflite_task_bare"], ms["tflite_direct"]),
+        "p4_onnx_ours_vs_converter": _ratio(ms["onnx_task_bare"], ms["onnx_direct"]),
+        "tflite_runner_vs_converter": _ratio(ms["tflite_task"], ms["tflite_direct"]),
+        "onnx_runner_vs_converter": _ratio(ms["onnx_task"], ms["onnx_direct"]),
+        "tflite_runner_overhead": _ratio(ms["tflite_task"], ms["tflite_task_bare"]),
         "onnx_adapter_vs_rebuild": _ratio(ms["onnx_adapter_task"], ms["onnx_task"]),
         "onnx_rebuild_optimized_once_vs_as_stored": _ratio(ms["onnx_task"], ms["onnx_task_as_stored"]),
         "onnx_affine_adapter_vs_rebuild": _ratio(ms["onnx_affine_adapter_task"], ms["onnx_task"]),
@@ -193,6 +243,10 @@ def _swap_ratios(ms: dict) -> dict:
     return {
         "p2_tflite_swap_vs_create_in_memory": _ratio(ms["tflite_swap"], ms["tflite_create_in_memory"]),
         "p2_tflite_apply_only_vs_create_in_memory": _ratio(ms["tflite_apply_only"], ms["tflite_create_in_memory"]),
+        "tflite_floor_copy_create_vs_create_in_memory": _ratio(ms["tflite_floor_copy_create"],
+                                                               ms["tflite_create_in_memory"]),
+        "tflite_floor_read_copy_create_vs_create_in_memory": _ratio(ms["tflite_floor_read_copy_create"],
+                                                                    ms["tflite_create_in_memory"]),
         "tflite_naive_vs_create_in_memory": _ratio(ms["tflite_swap_naive"], ms["tflite_create_in_memory"]),
         "tflite_fresh_buffers_vs_create_in_memory": _ratio(ms["tflite_swap_fresh_buffers"], ms["tflite_create_in_memory"]),
         "p2_onnx_rebuild_swap_vs_create_in_memory": _ratio(ms["onnx_rebuild_swap"], ms["onnx_create_in_memory"]),
@@ -231,8 +285,15 @@ def done_when(result: dict) -> dict:
         "P3_onnx_patched_vs_base": (latency["p3_onnx_patched_vs_base"], 1.03),
         "P4_tflite_ours_vs_converter": (latency["p4_tflite_ours_vs_converter"], 1.02),
         "P2_tflite_swap_vs_create": (swap["ratios"]["p2_tflite_swap_vs_create_in_memory"], 1.3),
+        # Not swaps: a copy of finished task bytes + create (without, then with reading the delta
+        # file), the least any float swap can cost.
+        "P2_tflite_floor_copy_create_vs_create": (swap["ratios"]["tflite_floor_copy_create_vs_create_in_memory"], 1.3),
+        "P2_tflite_floor_read_copy_create_vs_create": (
+            swap["ratios"]["tflite_floor_read_copy_create_vs_create_in_memory"], 1.3),
         "P2_onnx_rebuild_swap_vs_create": (swap["ratios"]["p2_onnx_rebuild_swap_vs_create_in_memory"], 1.2),
         "P2_onnx_adapter_swap_ms": (swap["median_ms"]["onnx_adapter_swap"], 1.0),
+        "P2_onnx_adapter_floor_copy_ms": (swap["median_ms"]["onnx_adapter_floor_copy"], 1.0),
+        "P2_onnx_adapter_floor_read_copy_ms": (swap["median_ms"]["onnx_adapter_floor_read_copy"], 1.0),
         "P2_onnx_adapter_switch_resident_ms": (swap["median_ms"]["onnx_adapter_switch_resident"], 1.0),
         "P2_onnx_adapter_vs_rebuild_latency_worst": (max(adapter.values()), 1.3),
     }
@@ -244,6 +305,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", required=True, help="MobileNetV2 1.0 no-top .h5 weights")
     parser.add_argument("--demo", default=None, help="an `edgepatch demo` output dir (base.keras, patches/, ship/)")
+    parser.add_argument("--calibration", default=None,
+                        help="photos to calibrate int8 bases of the MobileNetV2 task (adds int8 swaps), "
+                             "e.g. ../shared/data/flowers5/train")
     parser.add_argument("--resolutions", default="96,128,160,192,224")
     parser.add_argument("--swap-resolutions", default="96,224")
     parser.add_argument("--rounds", type=int, default=15)
@@ -252,7 +316,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     resolutions = [int(r) for r in args.resolutions.split(",")]
     swap_resolutions = [int(r) for r in args.swap_resolutions.split(",")]
-    from task_build import build_task, direct_for_ship
+    from task_build import build_int8, build_task, direct_for_ship
 
     built = build_task(os.path.join(args.work_dir, "mobilenet_v2_1.0_224"), args.weights)
     jobs = {"mobilenet_v2_1.0_224": (built.ship_dir, os.path.join(built.ship_dir, "task.delta"),
@@ -267,9 +331,13 @@ def main(argv=None) -> int:
         model = Model(ship, delta, *direct, threads=1, folder=temporary_folder())
         models[name] = measure(name, model, resolutions, swap_resolutions, args.rounds, direct)
         models[name]["done_when"] = done_when(models[name])
+    if args.calibration:
+        folders = {mode: build_int8(built, args.calibration, mode) for mode in ("exact", "compact")}
+        print(f"[int8] swaps at {max(swap_resolutions)}", file=sys.stderr)
+        models["mobilenet_v2_1.0_224"]["int8_swap"] = int8_swaps(folders, max(swap_resolutions), args.rounds, 1)
     result = {"machine": {"platform": platform.platform(), "processor": platform.processor(), "cpu_count": os.cpu_count()},
               "versions": runtime_versions(), "threads": 1, "rounds": args.rounds,
-              "method": __doc__.split("\n\n")[3].replace("\n", " "), "models": models,
+              "method": " ".join(__doc__.split("\n\n")[3:]).replace("\n", " "), "models": models,
               "seconds": round(time.perf_counter() - start, 1)}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as handle:

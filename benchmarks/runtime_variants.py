@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from edgepatch.runtime.onnx import session_options
-from edgepatch.runtime.patching import BytesPatcher
+from edgepatch.runtime.patching import BytesPatcher, writable_bytes
 from edgepatch.runtime.tflite import interpreter_class
 
 
@@ -140,6 +140,35 @@ def naive_tflite_swap(base, delta, resolution: int, threads: int) -> Interp:
 def fresh_buffer_patcher(base) -> BytesPatcher:
     """A patcher that keeps no buffer: every swap writes a fresh ``bytes`` (no reuse, no double copy)."""
     return BytesPatcher(base.bytes, base.sites, base.format, base.source, keep=0)
+
+
+class CopyThenCreate:
+    """The floor of any swap that changes every kernel before the interpreter exists (as XNNPACK needs).
+
+    One plain copy of the task's finished bytes into a ``bytes`` buffer (no read, no checks,
+    no arithmetic), then create and allocate. Two buffers alternate: the previous
+    interpreter still reads the other one.
+    """
+
+    def __init__(self, model: bytes, threads: int):
+        self.model, self.threads = np.frombuffer(model, np.uint8), threads
+        self.buffers, self.turn = [writable_bytes(len(model)) for _ in range(2)], 0
+
+    def __call__(self, resolution: int) -> Interp:
+        data, view = self.buffers[self.turn]
+        self.turn ^= 1
+        view[:] = self.model
+        return Interp(data, self.threads).prepare(resolution)
+
+
+def copy_weight_set(source: dict[str, np.ndarray]):
+    """The floor of an adapter-mode swap: copy a finished weight set into another (what any cold swap writes)."""
+    pairs = [(np.empty_like(array), array) for array in source.values()]
+
+    def copy() -> None:
+        for target, values in pairs:
+            np.copyto(target, values)
+    return copy
 
 
 def read_file(path: str) -> bytes:

@@ -139,3 +139,27 @@ def build_task(work_dir: str, weights: str | None, alpha: float = 1.0, resolutio
     _direct_tflite(task_model, built.direct_tflite)
     _direct_onnx(task_model, built.direct_onnx)
     return built
+
+
+def build_int8(built: BuiltTask, images_dir: str, mode: str = "compact") -> str:
+    """Write (or reuse) ``base_int8.tflite`` and ``task.int8.delta`` for ``built``'s task, beside its ship.
+
+    Both are calibrated on the photos under ``images_dir`` (any depth); ``mode`` is the int8 delta mode.
+    Returns the folder.
+    """
+    work_dir = os.path.dirname(built.ship_dir)
+    folder = os.path.join(work_dir, f"ship_int8_{mode}")
+    if os.path.exists(os.path.join(folder, f"{TASK}.int8.delta")):
+        return folder
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from converters.convert import convert
+
+    calibration = os.path.join(work_dir, "calibration")
+    os.makedirs(calibration, exist_ok=True)
+    for name in ("base", TASK):
+        link = os.path.join(calibration, name)
+        if not os.path.islink(link):
+            os.symlink(os.path.abspath(images_dir), link)
+    convert(os.path.join(work_dir, "base.keras"), [os.path.join(work_dir, f"{TASK}.patch")], folder,
+            formats=("tflite",), quantize="int8", calibration_dir=calibration, int8_delta=mode)
+    return folder
