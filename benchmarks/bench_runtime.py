@@ -167,11 +167,12 @@ class Model:
     def swaps(self, resolution: int, rounds: int) -> dict:
         path, res, threads, delta, swapper = self.delta_path, resolution, self.threads, self.delta, self.swappers
         fresh = fresh_buffer_patcher(self.tflite)
-        floor = CopyThenCreate(self.full_tflite, threads)
+        # One CopyThenCreate per variant: each keeps its last interpreter alive on one of its buffers.
+        floor, read_floor = CopyThenCreate(self.full_tflite, threads), CopyThenCreate(self.full_tflite, threads)
         adapter_floor = copy_weight_set(self.runners["onnx_adapter_task"]._weights.arrays)
         variants = {
             "tflite_floor_copy_create": lambda: floor(res),
-            "tflite_floor_read_copy_create": lambda: (read_delta(path), floor(res))[1],
+            "tflite_floor_read_copy_create": lambda: (read_delta(path), read_floor(res))[1],
             "onnx_adapter_floor_copy": adapter_floor,
             "onnx_adapter_floor_read_copy": lambda: (read_delta(path), adapter_floor()),
             "read_delta": lambda: read_delta(path),
