@@ -34,8 +34,8 @@ def fixed_shape_base(task_dir: str, resolution: int) -> bytes:
     from converters.export_tflite import export_tflite_base
     from converters.fold import fold_batchnorm
     from converters.folded_model import build_folded_model, foldable_pads
-    from edgepatch.models import clone_with_input, load_checkpoint
-    from edgepatch.sites import find_sites
+    from edgepatch.train.models import clone_with_input, load_checkpoint
+    from edgepatch.kinds.keras_sites import find_sites
 
     base = load_checkpoint(os.path.join(task_dir, "base.keras"))
     folded = fold_batchnorm(base)

@@ -57,7 +57,7 @@ from runtime_variants import (  # noqa: E402
     temporary_folder,
 )
 
-from edgepatch.bench import runtime_versions  # noqa: E402
+from edgepatch.apps.bench import runtime_versions  # noqa: E402
 from edgepatch.runtime import OnnxBase, TaskSwitcher, TFLiteBase, load_base, read_delta, read_task_delta  # noqa: E402
 from edgepatch.runtime.onnx import OnnxRunner  # noqa: E402
 from edgepatch.runtime.onnx_file import parse_onnx  # noqa: E402

@@ -67,10 +67,10 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "cascade_flowers.json"))
     args = parser.parse_args()
 
-    from edgepatch.cascade import fit_cascade, measure_stages, simulate
-    from edgepatch.data import scan_image_folders
+    from edgepatch.apps.cascade import fit_cascade, measure_stages, simulate
+    from edgepatch.train.data import scan_image_folders
     from edgepatch.runtime import load_base
-    from edgepatch.workflows import convert_command, train_command
+    from edgepatch.apps.jobs import convert_command, train_command
 
     work = tempfile.mkdtemp(prefix="cascade-flowers-")
     fit_dir = _fit_dirs(args.data, work, args.validation_data, args.validation_fraction, args.validation_per_class,

@@ -41,14 +41,14 @@ from ship_fixture import ensure_ship, use_repo_paths
 
 use_repo_paths()
 
-from mutations import judge_delta, judge_manifest, mutate_delta, mutate_manifest  # noqa: E402
+from helpers.mutations import judge_delta, judge_manifest, mutate_delta, mutate_manifest  # noqa: E402
 
-from edgepatch.bundle import pack_bundle, ship_inputs  # noqa: E402
-from edgepatch.delta import decode_delta, encode_delta  # noqa: E402
+from edgepatch.ship.bundle import pack_bundle, ship_inputs  # noqa: E402
+from edgepatch.format.delta import decode_delta, encode_delta  # noqa: E402
 from edgepatch.errors import EdgepatchError, SignatureError  # noqa: E402
-from edgepatch.manifest import encode_manifest, parse_manifest  # noqa: E402
+from edgepatch.ship.manifest import encode_manifest, parse_manifest  # noqa: E402
 from edgepatch.runtime import load_base  # noqa: E402
-from edgepatch.signing import trusted_keys, verify_manifest, write_keypair  # noqa: E402
+from edgepatch.ship.signing import trusted_keys, verify_manifest, write_keypair  # noqa: E402
 
 ALLOCATION_FACTOR, ALLOCATION_SLACK = 4, 1 << 20
 MAX_EXAMPLES = 10

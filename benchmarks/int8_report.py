@@ -26,7 +26,7 @@ def _own_int8_model(trained: dict, calibration: str, width: int) -> bytes:
     from converters.fold import fold_batchnorm
     from converters.folded_model import build_folded_model, foldable_pads
     from converters.quantize import export_int8, load_calibration
-    from edgepatch.patchfile import read_patch
+    from edgepatch.train.patchfile import read_patch
 
     patch = read_patch(trained["patch"])
     base = load_checkpoint(trained["base_checkpoint"])
@@ -48,12 +48,12 @@ def main() -> None:
     args = parser.parse_args()
 
     from converters.quantize import _top1
-    from edgepatch.bench import BenchConfig, run_bench
-    from edgepatch.data import scan_image_folders
+    from edgepatch.apps.bench import BenchConfig, run_bench
+    from edgepatch.train.data import scan_image_folders
     from edgepatch.runtime import load_base, read_task_delta
     from edgepatch.runtime.images import load_images
     from edgepatch.runtime.tflite import TFLiteRunner
-    from edgepatch.workflows import convert_command, train_command
+    from edgepatch.apps.jobs import convert_command, train_command
 
     work = tempfile.mkdtemp(prefix="int8-report-")
     trained = train_command(backbone="mobilenet_v2", alpha=1.0, resolution=args.resolution, weights=args.weights,

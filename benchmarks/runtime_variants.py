@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from edgepatch.runtime.onnx import session_options
-from edgepatch.runtime.patching import BytesPatcher, writable_bytes
+from edgepatch.runtime.refold import BytesPatcher, writable_bytes
 from edgepatch.runtime.tflite import interpreter_class
 
 
@@ -103,7 +103,7 @@ class AffineAdapter:
         """Write ``delta`` as an .onnx_adapter file (done once per task, ahead of any swap)."""
         import onnxruntime as ort
 
-        from edgepatch.runtime.layouts import pad_head
+        from edgepatch.format.layouts import pad_head
 
         arrays = {}
         for name in self.params:

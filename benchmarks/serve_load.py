@@ -1,9 +1,9 @@
 """Load test of ``edgepatch serve`` on loopback: concurrent clients, bounded, stops by itself; JSON result.
 
-The server runs in its own process (``edgepatch.serve.make_server``); the
+The server runs in its own process (``edgepatch.ship.serve.make_server``); the
 clients are threads with keep-alive connections. Two phases:
 
-1. every client runs a full ``edgepatch.fetch.fetch`` into its own empty cache
+1. every client runs a full ``edgepatch.ship.fetch.fetch`` into its own empty cache
    (signature, hashes and fingerprints verified): ``fetches``;
 2. until ``--requests`` requests or ``--seconds`` seconds, whichever comes
    first, each client sends a mix of full GETs (manifest and content files),
@@ -39,12 +39,12 @@ from ship_fixture import REPO, ensure_ship, use_repo_paths
 
 use_repo_paths()
 
-from edgepatch.bundle import pack_bundle, ship_inputs  # noqa: E402
+from edgepatch.ship.bundle import pack_bundle, ship_inputs  # noqa: E402
 from edgepatch.errors import EdgepatchError  # noqa: E402
-from edgepatch.fetch import fetch  # noqa: E402
-from edgepatch.signing import write_keypair  # noqa: E402
+from edgepatch.ship.fetch import fetch  # noqa: E402
+from edgepatch.ship.signing import write_keypair  # noqa: E402
 
-SERVER = ("import sys\nfrom edgepatch.serve import make_server\n"
+SERVER = ("import sys\nfrom edgepatch.ship.serve import make_server\n"
           "server = make_server(sys.argv[1], port=0, quiet=True)\n"
           "print(server.server_address[1], flush=True)\nserver.serve_forever()\n")
 

@@ -28,7 +28,7 @@ def ensure_ship(ship_dir: str | None, work_dir: str) -> str:
         return ship_dir
     use_repo_paths()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from conftest import make_patch, small_cnn
+    from helpers.models import make_patch, small_cnn
 
     from converters.convert import convert
 

@@ -44,7 +44,7 @@ class BuiltTask:
 def _perturbed_task_model(base, seed: int):
     import keras
 
-    from edgepatch.models import with_new_head
+    from edgepatch.train.models import with_new_head
 
     copy = keras.models.clone_model(base)
     copy.set_weights(base.get_weights())
@@ -61,8 +61,8 @@ def _perturbed_task_model(base, seed: int):
 
 
 def _write_patch(model, path: str, resolution: int) -> None:
-    from edgepatch.delta import Preprocessing, TaskInfo
-    from edgepatch.patchfile import extract_patch, write_patch
+    from edgepatch.format.delta import Preprocessing, TaskInfo
+    from edgepatch.train.patchfile import extract_patch, write_patch
 
     kinds = ("scale_bias", "logits")
     task = TaskInfo(TASK, tuple(f"class_{i}" for i in range(CLASSES)), resolution, Preprocessing(1 / 127.5, -1.0))
@@ -105,8 +105,8 @@ def direct_for_ship(demo_dir: str, task: str, work_dir: str) -> tuple[str, str]:
         return out
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from converters.convert import task_model
-    from edgepatch.models import load_checkpoint
-    from edgepatch.patchfile import read_patch
+    from edgepatch.train.models import load_checkpoint
+    from edgepatch.train.patchfile import read_patch
 
     os.makedirs(work_dir, exist_ok=True)
     model = task_model(load_checkpoint(os.path.join(demo_dir, "base.keras")), read_patch(patch_path), patch_path)
@@ -125,7 +125,7 @@ def build_task(work_dir: str, weights: str | None, alpha: float = 1.0, resolutio
         return built
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from converters.convert import convert
-    from edgepatch.models import build_classifier
+    from edgepatch.train.models import build_classifier
 
     os.makedirs(os.path.dirname(built.direct_tflite), exist_ok=True)
     base = build_classifier(alpha=alpha, resolution=resolution, weights=weights or "none",

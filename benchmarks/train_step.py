@@ -27,9 +27,9 @@ def worker(variant: str, weights: str, resolution: int, batch: int, steps: int) 
     import keras
     import numpy as np
 
-    from edgepatch.models import build_classifier
-    from edgepatch.patches import get_kind
-    from edgepatch.train import _freeze_outside, _statistics_frozen
+    from edgepatch.train.models import build_classifier
+    from edgepatch.kinds import get_kind
+    from edgepatch.train.transfer import _freeze_outside, _statistics_frozen
 
     model = build_classifier(alpha=1.0, resolution=resolution, weights=weights, num_classes=5)
     trained = VARIANTS[variant]

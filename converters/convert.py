@@ -17,17 +17,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from converters.emit_delta import make_delta
+from converters.make_delta import make_delta
 from converters.fold import fold_batchnorm
 from converters.folded_model import build_folded_model, foldable_pads
 from edgepatch.atomic import make_stage_dir, replace_dir
-from edgepatch.delta import read_delta, write_delta
+from edgepatch.format.delta import read_delta, write_delta
 from edgepatch.errors import FoldError, UsageError
-from edgepatch.models import BACKBONES, clone_with_input, load_checkpoint, with_new_head
-from edgepatch.patchfile import TaskPatch, apply_patch, read_patch
-from edgepatch.runtime.layouts import FORMATS
-from edgepatch.runtime.patching import sha256_hex
-from edgepatch.sites import find_sites
+from edgepatch.train.models import BACKBONES, clone_with_input, load_checkpoint, with_new_head
+from edgepatch.train.patchfile import TaskPatch, apply_patch, read_patch
+from edgepatch.format.layouts import FORMATS
+from edgepatch.runtime.refold import sha256_hex
+from edgepatch.kinds.keras_sites import find_sites
 
 log = logging.getLogger(__name__)
 DELTA_DTYPES = ("float32", "float16")
@@ -105,7 +105,7 @@ def convert(
 
     With ``quantize="int8"`` also ``base_int8.tflite`` and ``<task>.int8.delta``, each
     calibrated on ``calibration_dir/<task>/`` (``calibration_dir/base/`` for the base);
-    ``int8_delta`` is ``"compact"`` (refold codes), ``"exact"`` (see ``edgepatch.int8_delta``) or
+    ``int8_delta`` is ``"compact"`` (refold codes), ``"exact"`` (see ``edgepatch.format.int8_delta``) or
     ``"auto"``: compact where it reproduces the task's own int8 model (``converters.quantize.emit_int8``).
     """
     from converters.export_onnx import export_onnx_base

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgepatch.errors import FoldError
-from edgepatch.runtime.layouts import pad_head, to_runtime
-from edgepatch.sites import Site, find_sites
+from edgepatch.format.layouts import pad_head, to_runtime
+from edgepatch.kinds.keras_sites import Site, find_sites
 
 
 @dataclass(frozen=True)

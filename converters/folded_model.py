@@ -21,9 +21,9 @@ import logging
 
 from converters.fold import FoldedSite
 from edgepatch.errors import FoldError, ModelStructureError
-from edgepatch.models import clone_with_input
-from edgepatch.runtime.layouts import pad_head
-from edgepatch.sites import find_sites
+from edgepatch.train.models import clone_with_input
+from edgepatch.format.layouts import pad_head
+from edgepatch.kinds.keras_sites import find_sites
 
 BASE_INPUT_NAME = "input"  # the base model's input, in both formats
 BASE_MODEL_NAME = "edgepatch_base"

@@ -4,7 +4,7 @@ The base and every task are converted by TFLiteConverter to full-integer
 int8 (per-channel weights, float input/output), each calibrated on its own
 images. Converted from the same BN-free graph, they share their structure,
 so a task's delta is the tensor-by-tensor difference: quantization
-parameters and buffers (``edgepatch.int8_delta``).
+parameters and buffers (``edgepatch.format.int8_delta``).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import io
 import numpy as np
 
 from converters.tflite_rewrite import split_shared_inputs
-from edgepatch.delta import TaskInfo
+from edgepatch.format.delta import TaskInfo
 from edgepatch.errors import FoldError
-from edgepatch.int8_delta import BIAS_STEPS_PER_QUANTUM, Int8Delta, Refold, scale_codes_for
-from edgepatch.runtime.patching import sha256_hex
+from edgepatch.format.int8_delta import BIAS_STEPS_PER_QUANTUM, Int8Delta, Refold, scale_codes_for
+from edgepatch.runtime.refold import sha256_hex
 from edgepatch.runtime.tflite_file import TFLiteModel, parse_tflite
 
 CALIBRATION_LIMIT = 100  # images per representative dataset
@@ -130,7 +130,7 @@ def _refold_entry(base_bytes, base: TFLiteModel, task_bytes, task: TFLiteModel, 
 def make_int8_delta(base_bytes: bytes, task_bytes: bytes, task: TaskInfo, compact: bool = True) -> Int8Delta:
     """The difference that turns the int8 base (constants unshared) into the task's int8 model.
 
-    ``compact`` ships conv scales and biases as refold codes (``edgepatch.int8_delta``): about
+    ``compact`` ships conv scales and biases as refold codes (``edgepatch.format.int8_delta``): about
     an eighth of the bytes, at about int8's own precision; otherwise every changed value exactly.
     """
     base, other = parse_tflite(base_bytes, "<int8 base>"), parse_tflite(task_bytes, f"<int8 {task.name}>")
@@ -179,7 +179,7 @@ def load_calibration(directory: str, name: str, resolution: int, preprocessing) 
     """Up to CALIBRATION_LIMIT images from ``directory/<name>/`` (any depth), preprocessed."""
     import os
 
-    from edgepatch.data import IMAGE_EXTENSIONS
+    from edgepatch.train.data import IMAGE_EXTENSIONS
     from edgepatch.errors import DataError
     from edgepatch.runtime.images import load_images
 
@@ -216,7 +216,7 @@ def emit_int8(stage: str, folded_base_model, tasks, calibration_dir: str, base_r
     """
     import os
 
-    from edgepatch.int8_delta import read_int8_delta, write_int8_delta
+    from edgepatch.format.int8_delta import read_int8_delta, write_int8_delta
     from edgepatch.runtime.tflite import TFLiteRunner
     from edgepatch.runtime.tflite_int8 import TFLiteInt8Base
 

@@ -13,8 +13,8 @@ the ones the report states as results.
 (about 10 minutes more). Measured figures are in each report's Setup.
 
 Every number comes from the project's own training API
-(``edgepatch.models.build_classifier``, ``edgepatch.train.train``,
-``edgepatch.multitask.train_multitask``); this package only schedules runs,
+(``edgepatch.train.models.build_classifier``, ``edgepatch.train.transfer.train``,
+``edgepatch.train.multitask.train_multitask``); this package only schedules runs,
 caches decoded images between them, and writes:
 
 - ``OUT/results.json``: the plan, the environment and one record per run

@@ -79,7 +79,7 @@ def _environment() -> dict:
 
 def _datasets(args) -> tuple[Roles, dict]:
     """Roles and per-dataset facts; derives the far dataset when none is passed."""
-    from edgepatch.data import scan_image_folders
+    from edgepatch.train.data import scan_image_folders
 
     near = os.path.basename(os.path.normpath(args.data))
     entries = {near: (args.data, f"`{args.data}` as given")}

@@ -1,7 +1,7 @@
 """Decoded-image cache shared by every run of one process, and the derived far-domain dataset.
 
-``edgepatch.train.train`` and ``edgepatch.multitask.train_multitask`` build
-their input pipelines with ``edgepatch.data.make_dataset``, which decodes
+``edgepatch.train.transfer.train`` and ``edgepatch.train.multitask.train_multitask`` build
+their input pipelines with ``edgepatch.train.data.make_dataset``, which decodes
 every JPEG again for each run. ``DecodedCache.installed()`` swaps that name
 in those two modules for a memoised version for the duration of a ``with``
 block: images are decoded once per (file list, resolution, preprocessing)
@@ -37,7 +37,7 @@ class DecodedCache:
     def arrays(self, items, resolution: int, preprocessing) -> tuple[np.ndarray, np.ndarray]:
         key = (tuple(items), resolution, preprocessing.scale, preprocessing.offset)
         if key not in self._arrays:
-            from edgepatch.data import make_dataset
+            from edgepatch.train.data import make_dataset
 
             self.misses += 1
             batches = list(make_dataset(items, resolution, preprocessing, 64, shuffle=False))
@@ -49,7 +49,7 @@ class DecodedCache:
         return self._arrays[key]
 
     def make_dataset(self, items, resolution: int, preprocessing, batch_size: int, shuffle: bool, seed: int = 0):
-        """Same signature and stream as ``edgepatch.data.make_dataset``, from memory."""
+        """Same signature and stream as ``edgepatch.train.data.make_dataset``, from memory."""
         import tensorflow as tf
 
         images, labels = self.arrays(items, resolution, preprocessing)
@@ -61,10 +61,10 @@ class DecodedCache:
     @contextlib.contextmanager
     def installed(self):
         """Make the training API build its pipelines through this cache inside the block."""
-        import edgepatch.multitask
-        import edgepatch.train
+        import edgepatch.train.multitask
+        import edgepatch.train.transfer
 
-        modules = (edgepatch.train, edgepatch.multitask)
+        modules = (edgepatch.train.transfer, edgepatch.train.multitask)
         saved = [module.make_dataset for module in modules]
         for module in modules:
             module.make_dataset = self.make_dataset
@@ -93,7 +93,7 @@ def derive_inverted(source: str, cache_root: str) -> str:
     """
     from PIL import Image, ImageOps
 
-    from edgepatch.data import IMAGE_EXTENSIONS
+    from edgepatch.train.data import IMAGE_EXTENSIONS
 
     if not os.path.isdir(source):
         raise FileNotFoundError(f"far-domain source '{source}' is not a directory")

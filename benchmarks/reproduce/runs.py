@@ -70,7 +70,7 @@ class Context:
 
     def split(self, dataset: str):
         """The dataset's train/test items, scanned once per process."""
-        from edgepatch.data import scan_image_folders
+        from edgepatch.train.data import scan_image_folders
 
         if dataset not in self._splits:
             self._splits[dataset] = scan_image_folders(self.data_dirs[dataset])
@@ -78,14 +78,14 @@ class Context:
 
 
 def _task(name: str, split, resolution: int):
-    from edgepatch.delta import TaskInfo
-    from edgepatch.models import BACKBONES
+    from edgepatch.format.delta import TaskInfo
+    from edgepatch.train.models import BACKBONES
 
     return TaskInfo(name, split.classes, resolution, BACKBONES["mobilenet_v2"].preprocessing)
 
 
 def _fresh_model(ctx: Context, weights: str, resolution: int, classes: int, seed: int):
-    from edgepatch.models import build_classifier
+    from edgepatch.train.models import build_classifier
 
     return build_classifier("mobilenet_v2", alpha=1.0, resolution=resolution,
                             weights=ctx.weights_path if weights == "imagenet" else "none",
@@ -100,8 +100,8 @@ def _release() -> None:
 
 
 def run_transfer(ctx: Context, spec: TransferSpec) -> dict:
-    """Train one variant with ``edgepatch.train.train``; return its record."""
-    from edgepatch.train import TrainConfig, reestimate_bn_statistics, train
+    """Train one variant with ``edgepatch.train.transfer.train``; return its record."""
+    from edgepatch.train.transfer import TrainConfig, reestimate_bn_statistics, train
 
     trained, stats_first = VARIANTS[spec.variant]
     split = ctx.split(spec.dataset)
@@ -147,7 +147,7 @@ def reestimate_shared_statistics(models, datasets, batches_per_task: int) -> Non
     ``batches_per_task`` batches of each model's data, taken in turn, so a
     layer shared by all tasks gets the average over all of them.
     """
-    from edgepatch.patches import get_kind
+    from edgepatch.kinds import get_kind
 
     kind = get_kind("scale_bias")
     per_model = [kind.layers(model) for model in models]
@@ -176,8 +176,8 @@ def reestimate_shared_statistics(models, datasets, batches_per_task: int) -> Non
 
 def _train_group(ctx: Context, spec: MultiSpec, tasks: tuple, private: tuple) -> list:
     """One call of ``train_multitask`` over ``tasks``; returns the filled TaskRuns."""
-    from edgepatch.multitask import MultiTaskConfig, TaskRun, train_multitask
-    from edgepatch.train import accuracy
+    from edgepatch.train.multitask import MultiTaskConfig, TaskRun, train_multitask
+    from edgepatch.train.transfer import accuracy
 
     runs = [TaskRun(_task(name, ctx.split(name), res), ctx.split(name)) for name, res in tasks]
     base = _fresh_model(ctx, "imagenet", tasks[0][1], len(runs[0].split.classes), spec.seed)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 
-from edgepatch.delta import Delta, decode_delta, read_delta, read_tensor_file
+from edgepatch.format.delta import Delta, decode_delta, read_delta, read_tensor_file
 from edgepatch.errors import MissingFileError, UsageError
-from edgepatch.int8_delta import Int8Delta, from_tensor_file
+from edgepatch.format.int8_delta import Int8Delta, from_tensor_file
 from edgepatch.runtime.onnx import OnnxBase
 from edgepatch.runtime.runner import Prediction, TaskRunner, softmax
 from edgepatch.runtime.switcher import TaskSwitcher

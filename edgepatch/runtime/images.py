@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from edgepatch.delta import TaskInfo
+from edgepatch.format.delta import TaskInfo
 from edgepatch.errors import DataError, MissingFileError
 
 

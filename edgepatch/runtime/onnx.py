@@ -41,11 +41,11 @@ import warnings
 
 import numpy as np
 
-from edgepatch.delta import Delta
+from edgepatch.format.delta import Delta
 from edgepatch.errors import BaseModelError, UsageError
 from edgepatch.runtime.onnx_file import OnnxModel, parse_onnx
 from edgepatch.runtime.onnx_layout import LayoutPatcher, optimized_layout
-from edgepatch.runtime.patching import (
+from edgepatch.runtime.refold import (
     BytesPatcher,
     PatchedBase,
     SiteSlots,

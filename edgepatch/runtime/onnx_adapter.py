@@ -28,9 +28,9 @@ import time
 
 import numpy as np
 
-from edgepatch.delta import Delta
+from edgepatch.format.delta import Delta
 from edgepatch.runtime.onnx_layout import OptimizedLayout, Placement, write_task
-from edgepatch.runtime.patching import LendingPool, SiteSlots, site_updates
+from edgepatch.runtime.refold import LendingPool, SiteSlots, site_updates
 from edgepatch.runtime.runner import TaskRunner
 
 

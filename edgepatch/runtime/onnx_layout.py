@@ -37,9 +37,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgepatch.delta import Delta
+from edgepatch.format.delta import Delta
 from edgepatch.runtime.onnx_file import OnnxModel, parse_onnx
-from edgepatch.runtime.patching import (
+from edgepatch.runtime.refold import (
     LendingPool,
     SiteSlots,
     SiteUpdate,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgepatch.delta import TaskInfo
+from edgepatch.format.delta import TaskInfo
 from edgepatch.errors import MissingFileError, NonFiniteError, ShapeMismatchError
 
 

@@ -29,9 +29,9 @@ import time
 
 import numpy as np
 
-from edgepatch.delta import Delta
+from edgepatch.format.delta import Delta
 from edgepatch.errors import BaseModelError
-from edgepatch.runtime.patching import (
+from edgepatch.runtime.refold import (
     BytesPatcher,
     PatchedBase,
     SiteSlots,

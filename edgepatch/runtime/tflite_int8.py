@@ -20,8 +20,8 @@ import time
 import numpy as np
 
 from edgepatch.errors import ShapeMismatchError, WrongBaseError
-from edgepatch.int8_delta import BASE_FORMAT, Int8Delta, Refold, refolded
-from edgepatch.runtime.patching import require, sha256_hex
+from edgepatch.format.int8_delta import BASE_FORMAT, Int8Delta, Refold, refolded
+from edgepatch.runtime.refold import require, sha256_hex
 from edgepatch.runtime.runner import BaseFile
 from edgepatch.runtime.tflite import TFLiteRunner
 from edgepatch.runtime.tflite_file import TFLiteModel, parse_tflite

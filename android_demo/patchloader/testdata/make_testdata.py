@@ -42,14 +42,14 @@ sys.path[:0] = [REPO, os.path.join(REPO, "tests")]
 from conftest import make_patch, small_cnn  # noqa: E402  (the project's test fixtures)
 from converters.convert import convert  # noqa: E402
 from converters.tflite_rewrite import to_external_buffer_layout  # noqa: E402
-from edgepatch.delta import Delta, decode_delta, encode_delta, read_delta  # noqa: E402
-from edgepatch import rice  # noqa: E402
+from edgepatch.format.delta import Delta, decode_delta, encode_delta, read_delta  # noqa: E402
+from edgepatch.format import rice  # noqa: E402
 from edgepatch.errors import EdgepatchError  # noqa: E402
-from edgepatch.int8_delta import FILE_KIND as INT8_KIND  # noqa: E402
-from edgepatch.int8_delta import decode_int8_delta, scale_factors  # noqa: E402
+from edgepatch.format.int8_delta import FILE_KIND as INT8_KIND  # noqa: E402
+from edgepatch.format.int8_delta import decode_int8_delta, scale_factors  # noqa: E402
 from edgepatch.runtime.tflite import TFLiteBase  # noqa: E402
 from edgepatch.runtime.tflite_int8 import TFLiteInt8Base  # noqa: E402
-from edgepatch.tensorfile import decode_tensor_file, encode_tensor_file  # noqa: E402
+from edgepatch.format.container import decode_tensor_file, encode_tensor_file  # noqa: E402
 
 
 def write(name: str, data: bytes) -> str:
@@ -391,7 +391,7 @@ def rice_tensors(refolds) -> dict[str, np.ndarray]:
 
 
 def bad_int8_deltas(good: bytes, base: bytes) -> dict[str, bytes]:
-    """Int8 deltas that break one rule each of ``edgepatch.int8_delta`` (for the compact delta's base)."""
+    """Int8 deltas that break one rule each of ``edgepatch.format.int8_delta`` (for the compact delta's base)."""
     stored = decode_tensor_file(good, INT8_KIND)
     quant, refold = stored.meta["quant"], stored.meta["refold"]
     pairs = [(r.scale_codes, r.bias_codes) for r in decode_int8_delta(good).refolds]

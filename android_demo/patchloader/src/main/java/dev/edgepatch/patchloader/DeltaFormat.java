@@ -6,7 +6,7 @@ import java.util.List;
 
 /**
  * Constants of the edgepatch tensor file format, version 1. The specification is the
- * module docstring of {@code edgepatch/delta.py}; names here match its constants.
+ * module docstring of {@code edgepatch/format/delta.py}; names here match its constants.
  */
 final class DeltaFormat {
     static final byte[] MAGIC = {'E', 'D', 'G', 'E', 'P', 'T', 'C', 'H'};

@@ -5,7 +5,7 @@ import java.util.List;
 
 /**
  * Decodes Golomb-Rice runs of int16 values, the int8 delta's refold codes: the Java twin of
- * {@code decode} in {@code edgepatch/rice.py}, with its checks in its order and its messages.
+ * {@code decode} in {@code edgepatch/format/rice.py}, with its checks in its order and its messages.
  *
  * <p>A run of {@code n} values with parameter {@code k} (0..15) is {@code n} remainders of
  * {@code k} bits each (most significant first), then {@code n} quotients in unary (that many

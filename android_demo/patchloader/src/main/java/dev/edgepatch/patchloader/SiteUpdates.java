@@ -10,7 +10,7 @@ import java.util.Map;
 
 /**
  * Checks a delta against the base's sites and computes what each site receives, in the
- * TFLite layout: the Java twin of {@code site_updates} in {@code edgepatch/runtime/patching.py}.
+ * TFLite layout: the Java twin of {@code site_updates} in {@code edgepatch/runtime/refold.py}.
  *
  * <ul>
  *   <li>scale: the base's folded kernel times the per-output-channel multiplier, along

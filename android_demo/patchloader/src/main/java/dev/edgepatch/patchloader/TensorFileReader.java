@@ -15,7 +15,7 @@ import java.util.Map;
 import java.util.Set;
 
 /**
- * Steps 2 to 10 of the format's verification order (see {@code edgepatch/delta.py}):
+ * Steps 2 to 10 of the format's verification order (see {@code edgepatch/format/delta.py}):
  * sizes, magic, version, header length, payload size, SHA-256 trailer, header schema,
  * zero padding and finite floats. It stops at the first failure with the class the
  * specification names for it.

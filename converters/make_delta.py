@@ -1,0 +1,65 @@
+"""Compute a task's delta against the base, site by site.
+
+Which tensors a site carries comes from the patch-kind registry
+(``PatchKind.delta_roles``). A ``scale`` is the per-output-channel ratio
+``s_task / s_base`` of the BN multipliers, so the runtime re-folds the task
+into the shared kernel as ``kernel_base · scale``. Where the base's
+multiplier is 0 on some channel (γ = 0) no ratio exists, and the site ships
+its full folded kernel instead; the delta never holds inf or NaN.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from converters.fold import FoldedSite
+from edgepatch.format.delta import Delta, TaskInfo
+from edgepatch.errors import NonFiniteError
+from edgepatch.kinds import get_kind
+from edgepatch.kinds.keras_sites import Site
+
+
+def site_roles(site: Site, kinds) -> set[str]:
+    roles = {role for name in kinds for role in get_kind(name).delta_roles(site)}
+    if "kernel" in roles:
+        roles.discard("scale")  # a full kernel already holds the task's scale
+    return roles
+
+
+def scale_ratio(task: FoldedSite, base: FoldedSite) -> np.ndarray | None:
+    """``s_task / s_base`` per channel, or None where the base scale is 0 or the ratio overflows."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        ratio = task.scale.astype(np.float64) / base.scale.astype(np.float64)
+    ratio = ratio.astype(np.float32)
+    return ratio if np.all(np.isfinite(ratio)) else None
+
+
+def make_delta(
+    sites: list[Site],
+    base: dict[str, FoldedSite],
+    task: dict[str, FoldedSite],
+    info: TaskInfo,
+    kinds,
+    base_sha256: dict[str, str],
+) -> Delta:
+    """Build the delta that turns the base (folded) into the task (folded)."""
+    tensors: dict[str, np.ndarray] = {}
+    ops: dict[str, str] = {}
+    for site in sites:
+        roles = site_roles(site, kinds)
+        if not roles:
+            continue
+        ratio = scale_ratio(task[site.name], base[site.name]) if "scale" in roles else None
+        if "scale" in roles and ratio is None:
+            roles = (roles - {"scale"}) | {"kernel"}
+        ops[site.name] = site.op
+        if "scale" in roles:
+            tensors[f"{site.name}/scale"] = ratio
+        if "kernel" in roles:
+            tensors[f"{site.name}/kernel"] = task[site.name].kernel
+        if "bias" in roles:
+            tensors[f"{site.name}/bias"] = task[site.name].bias
+    for name, value in tensors.items():
+        if not np.all(np.isfinite(value)):
+            raise NonFiniteError(f"task '{info.name}': delta tensor '{name}' is not finite")
+    return Delta(task=info, kinds=tuple(kinds), base_sha256=dict(base_sha256), sites=ops, tensors=tensors)

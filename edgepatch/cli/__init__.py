@@ -1,0 +1,1 @@
+"""The ``edgepatch`` command line: a thin click group over the library."""

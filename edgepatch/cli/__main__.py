@@ -1,0 +1,3 @@
+from edgepatch.cli.main.main import main
+
+main()

@@ -1,0 +1,134 @@
+"""Shipping commands: ``pack``, ``keygen``, ``verify``, ``serve`` (registered on ``edgepatch.cli.main.main``).
+
+Results go to stdout (JSON with ``--json``); errors are one line on stderr and
+exit status 2, as everywhere in the CLI. None of these imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import click
+
+from edgepatch.cli.options import emit, expected_errors
+
+
+def _bundle_result(report) -> dict:
+    manifest = report.manifest
+    return {
+        "bundle": report.path,
+        "model_version": manifest.model_version,
+        "key_id": report.key_id,
+        "bases": {fmt: {"file": e.file, "bytes": e.bytes, "sha256": e.sha256} for fmt, e in manifest.bases.items()},
+        "tasks": [{"name": t.name, "kinds": list(t.kinds), "file": t.delta.file, "bytes": t.delta.bytes}
+                  for t in manifest.tasks],
+        "files": report.files,
+        "bytes": report.bytes,
+    }
+
+
+def _render_bundle(result: dict, verb: str) -> None:
+    signed = f"signed by key {result['key_id']}" if result["key_id"] else "unsigned"
+    lines = [f"{verb} {result['bundle']}: model version {result['model_version']}, {signed}, "
+             f"{result['files']} files, {result['bytes']:,} bytes"]
+    lines += [f"  base.{fmt}: {b['bytes']:,} bytes, sha256 {b['sha256'][:16]}…" for fmt, b in result["bases"].items()]
+    lines += [f"  task {t['name']}: {t['bytes']:,} bytes ({', '.join(t['kinds'])})" for t in result["tasks"]]
+    click.echo("\n".join(lines))
+
+
+@click.command()
+@click.argument("ship_dir")
+@click.option("--out", "out_dir", required=True, help="Bundle directory to write (replaced atomically).")
+@click.option("--model-version", required=True, help="Version label shipped in the manifest, e.g. 2024.06.1.")
+@click.option("--sign", "key_path", default=None, help="Ed25519 private key (from `edgepatch keygen`) to sign with.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@expected_errors
+def pack(ship_dir, out_dir, model_version, key_path, as_json):
+    """Pack a `convert` output (base.tflite/base.onnx + *.delta) into a signed bundle.
+
+    Files are stored under their sha256 (cacheable forever), listed in
+    manifest.json, and signed in manifest.sig with --sign.
+
+    \b
+    Example:
+      edgepatch pack ship/ --out bundle/ --model-version 2024.06.1 --sign publisher.key
+    """
+    from edgepatch.ship.bundle import pack_bundle, ship_inputs
+
+    bases, deltas = ship_inputs(ship_dir)
+    report = pack_bundle(bases, deltas, out_dir, model_version, key_path)
+    emit(_bundle_result(report), as_json, lambda r: _render_bundle(r, "packed"))
+
+
+@click.command()
+@click.option("--out", "prefix", required=True, help="Writes PREFIX.key (private, mode 0600) and PREFIX.pub.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@expected_errors
+def keygen(prefix, as_json):
+    """Generate an Ed25519 signing key pair; prints its key id.
+
+    Keep PREFIX.key secret; ship PREFIX.pub to devices. Existing files are
+    never overwritten.
+
+    \b
+    Example:
+      edgepatch keygen --out keys/publisher-2024
+    """
+    from edgepatch.ship.signing import write_keypair
+
+    private_path, public_path, key_id = write_keypair(prefix)
+    result = {"private_key": private_path, "public_key": public_path, "key_id": key_id}
+    emit(result, as_json, lambda r: click.echo(
+        f"key id {r['key_id']}\nwrote {r['private_key']} (secret)\nwrote {r['public_key']}"))
+
+
+@click.command()
+@click.argument("bundle_dir")
+@click.option("--pubkey", "pubkeys", multiple=True, help="Trusted public key (PEM); repeat for key rotation.")
+@click.option("--allow-unsigned", is_flag=True, help="Check only hashes and fingerprints, not the signature.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@expected_errors
+def verify(bundle_dir, pubkeys, allow_unsigned, as_json):
+    """Verify a bundle: signature, manifest, every file's sha256, every delta's base fingerprint.
+
+    Exits 0 when everything holds; otherwise prints the first failure and exits 2.
+
+    \b
+    Example:
+      edgepatch verify bundle/ --pubkey publisher-2024.pub --pubkey publisher-2025.pub
+    """
+    from edgepatch.ship.bundle import verify_bundle
+    from edgepatch.errors import UsageError
+
+    if bool(pubkeys) == allow_unsigned:
+        raise UsageError("give --pubkey (one or more) to check the signature, or --allow-unsigned to check "
+                         "integrity only; received " + ("both" if pubkeys else "neither"))
+    report = verify_bundle(bundle_dir, list(pubkeys) or None)
+    emit(_bundle_result(report), as_json, lambda r: _render_bundle(r, "verified"))
+
+
+@click.command()
+@click.argument("bundle_dir")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (loopback; use 0.0.0.0 only to serve a network on purpose).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
+@click.option("--quiet", is_flag=True, help="Do not log requests to stderr.")
+@expected_errors
+def serve(bundle_dir, host, port, quiet):
+    """Serve a bundle over HTTP (ETag, Range, no listing) until interrupted.
+
+    Prints the bundle URL on stdout; logs requests to stderr.
+
+    \b
+    Example:
+      edgepatch serve bundle/ --port 8000
+    """
+    from edgepatch.ship.serve import make_server
+
+    server = make_server(bundle_dir, host, port, quiet)
+    bound_host, bound_port = server.server_address[:2]
+    click.echo(f"http://{f'[{bound_host}]' if ':' in bound_host else bound_host}:{bound_port}/")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

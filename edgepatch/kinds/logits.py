@@ -1,0 +1,21 @@
+"""logits: the classifier head (the Dense layer producing the output)."""
+
+from edgepatch.kinds.registry import PatchKind, register
+from edgepatch.kinds.keras_sites import head_layer
+
+
+class Logits(PatchKind):
+    name = "logits"
+    help = "the last Dense layer (kernel and bias)"
+
+    def layers(self, model) -> list:
+        return [head_layer(model)]
+
+    def trainable_variables(self, layer) -> list:
+        return list(layer.weights)
+
+    def delta_roles(self, site) -> tuple[str, ...]:
+        return ("kernel", "bias") if site.op == "dense" else ()
+
+
+register(Logits())

@@ -1,0 +1,22 @@
+"""scale_bias: every BatchNormalization's γ, β and moving statistics (paper §2)."""
+
+from edgepatch.kinds.registry import PatchKind, register
+
+
+class ScaleBias(PatchKind):
+    name = "scale_bias"
+    help = "BatchNorm gamma/beta (trained) and moving mean/variance (re-estimated)"
+
+    def layers(self, model) -> list:
+        import keras
+
+        return [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+
+    def trainable_variables(self, layer) -> list:
+        return [v for v in (getattr(layer, "gamma", None), getattr(layer, "beta", None)) if v is not None]
+
+    def delta_roles(self, site) -> tuple[str, ...]:
+        return ("scale", "bias") if site.bn is not None else ()
+
+
+register(ScaleBias())

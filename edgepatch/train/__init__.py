@@ -1,0 +1,1 @@
+"""Keras side: backbones, data, transfer and multi-task training, patch files (imports TensorFlow)."""

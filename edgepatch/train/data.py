@@ -1,0 +1,102 @@
+"""Image-folder datasets: scan class folders, then a tf.data input pipeline.
+
+``DIR/train/<class>/*`` and ``DIR/test/<class>/*`` are used as given. A
+``DIR/<class>/*`` layout is split into train/test by a seeded shuffle. Files
+on disk are sorted by class, so every stream that feeds training or
+statistics estimation is shuffled.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+
+from edgepatch.format.delta import Preprocessing
+from edgepatch.errors import DataError, MissingFileError, UsageError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
+
+@dataclass(frozen=True)
+class ImageFolderSplit:
+    classes: tuple[str, ...]
+    train: tuple[tuple[str, int], ...]  # (path, label)
+    test: tuple[tuple[str, int], ...]
+
+
+def _class_dirs(root: str) -> list[str]:
+    return sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
+
+
+def _images(folder: str) -> list[str]:
+    return sorted(
+        os.path.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS)
+    )
+
+
+def _items(root: str, classes: list[str]) -> list[tuple[str, int]]:
+    items = []
+    for label, name in enumerate(classes):
+        folder = os.path.join(root, name)
+        if not os.path.isdir(folder):
+            raise DataError(f"'{root}' lacks class folder '{name}'")
+        files = _images(folder)
+        if not files:
+            raise DataError(f"class folder '{folder}' holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        items += [(path, label) for path in files]
+    return items
+
+
+def scan_image_folders(data_dir: str, holdout: float = 0.2, seed: int = 0) -> ImageFolderSplit:
+    """Scan ``data_dir`` into class names and (path, label) lists for train and test."""
+    if not os.path.isdir(data_dir):
+        raise MissingFileError(f"data directory '{data_dir}' does not exist")
+    if not 0.0 < holdout < 1.0:
+        raise UsageError(f"holdout must be in (0, 1). Received holdout={holdout}")
+    train_dir, test_dir = os.path.join(data_dir, "train"), os.path.join(data_dir, "test")
+    if os.path.isdir(train_dir):
+        classes = _class_dirs(train_dir)
+        if not os.path.isdir(test_dir):
+            raise DataError(f"'{data_dir}' has train/ but no test/ split")
+        if _class_dirs(test_dir) != classes:
+            raise DataError(f"'{data_dir}': train/ classes {classes} differ from test/ classes {_class_dirs(test_dir)}")
+        train, test = _items(train_dir, classes), _items(test_dir, classes)
+    else:
+        classes = _class_dirs(data_dir)
+        items = _items(data_dir, classes)
+        random.Random(seed).shuffle(items)
+        n_test = max(1, int(round(len(items) * holdout)))
+        train, test = sorted(items[n_test:]), sorted(items[:n_test])
+    if len(classes) < 2:
+        raise DataError(f"'{data_dir}' needs at least 2 class folders. Found {classes}")
+    return ImageFolderSplit(tuple(classes), tuple(train), tuple(test))
+
+
+def make_dataset(
+    items,
+    resolution: int,
+    preprocessing: Preprocessing,
+    batch_size: int,
+    shuffle: bool,
+    seed: int = 0,
+):
+    """A batched tf.data pipeline: decode, bilinear resize, ``x*scale + offset``.
+
+    Decoded images are cached in memory, so only the first epoch decodes.
+    """
+    import tensorflow as tf
+
+    paths = [p for p, _ in items]
+    labels = [label for _, label in items]
+
+    def load(path, label):
+        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        image = tf.image.resize(tf.cast(image, tf.float32), (resolution, resolution), method="bilinear")
+        return image * preprocessing.scale + preprocessing.offset, label
+
+    dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
+    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE).cache()
+    if shuffle:
+        dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)

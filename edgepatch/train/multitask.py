@@ -1,0 +1,226 @@
+"""Multi-task and multi-resolution training (paper §5.3, §5.4).
+
+Every task gets its own Keras model built from the base's layers: layers of
+the private patch kinds are copied per task, every other layer is the same
+object in all task models, so its weights are shared and trained by every
+task. Task 0 keeps the base's own private layers, so the saved base
+checkpoint is task 0's model and the converter's base is task 0.
+
+Batches of the tasks are interleaved, one step per task in turn. Each task
+has its own optimizer whose learning rate decays per *its own* epoch
+(``decay_epochs`` of that task's data), so the ratio of dataset size to
+steps per decay is the same for every task and no task dominates.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgepatch.train.data import ImageFolderSplit, make_dataset
+from edgepatch.format.delta import TaskInfo
+from edgepatch.errors import UsageError
+from edgepatch.train.patchfile import TaskPatch, extract_patch
+
+HEAD_KIND = "logits"
+
+
+@dataclass(frozen=True)
+class MultiTaskConfig:
+    private: tuple[str, ...]  # patch kinds private to each task
+    epochs: int = 5
+    learning_rate: float = 1e-3
+    decay_epochs: float = 2.5  # paper: decay 0.98 every 2.5 epochs
+    decay_rate: float = 0.98
+    batch_size: int = 32
+    reestimate_batches: int = 50
+    seed: int = 0
+    checkpoint_dir: str | None = None  # per-epoch checkpoint; a killed run restarted with it resumes
+
+    def __post_init__(self):
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise UsageError(f"epochs must be an integer >= 1. Received epochs={self.epochs}")
+        if not self.learning_rate > 0:
+            raise UsageError(f"learning rate must be > 0. Received lr={self.learning_rate}")
+        if not self.decay_epochs > 0 or not 0 < self.decay_rate <= 1:
+            raise UsageError(
+                f"decay needs decay_epochs > 0 and 0 < decay_rate <= 1. "
+                f"Received decay_epochs={self.decay_epochs}, decay_rate={self.decay_rate}"
+            )
+
+
+@dataclass
+class TaskRun:
+    info: TaskInfo
+    split: ImageFolderSplit
+    model: object = None
+    train_accuracy: float = 0.0
+    test_accuracy: float = 0.0
+    patch: TaskPatch | None = None
+
+
+def _private_layer_ids(model, private) -> set[int]:
+    from edgepatch.kinds import get_kind
+
+    return {id(layer) for name in private for layer in get_kind(name).layers(model)}
+
+
+def build_task_models(base, infos: list[TaskInfo], private: tuple[str, ...], seed: int = 0) -> list:
+    """One model per task; layers of ``private`` kinds are per task, all others shared.
+
+    A private head (``logits`` in ``private``) gets ``len(info.classes)``
+    outputs; a shared head requires every task to have the base's classes.
+    """
+    from edgepatch.train.models import clone_with_input, with_new_head
+    from edgepatch.kinds.keras_sites import head_layer
+
+    private_ids = _private_layer_ids(base, private)
+    head = head_layer(base)
+    models = []
+    for index, info in enumerate(infos):
+        if index == 0:
+            model = clone_with_input(base, info.resolution, lambda layer: layer)
+        else:
+            copies = {}
+
+            def clone(layer, copies=copies):
+                if id(layer) not in private_ids:
+                    return layer
+                copies[layer.name] = (layer, type(layer).from_config(layer.get_config()))
+                return copies[layer.name][1]
+
+            model = clone_with_input(base, info.resolution, clone)
+            for original, copy in copies.values():
+                copy.set_weights(original.get_weights())
+        if HEAD_KIND in private and len(info.classes) != head.units:
+            model = with_new_head(model, len(info.classes), seed + index)
+        elif HEAD_KIND not in private and len(info.classes) != head.units:
+            raise UsageError(
+                f"task '{info.name}' has {len(info.classes)} classes but the head is shared with "
+                f"{head.units} outputs; make 'logits' private or use tasks with the same classes"
+            )
+        models.append(model)
+    return models
+
+
+def _optimizer(config: MultiTaskConfig, steps_per_epoch: int):
+    import keras
+
+    schedule = keras.optimizers.schedules.ExponentialDecay(
+        config.learning_rate,
+        decay_steps=max(1, int(round(config.decay_epochs * steps_per_epoch))),
+        decay_rate=config.decay_rate,
+        staircase=True,
+    )
+    return keras.optimizers.Adam(schedule)
+
+
+def _checkpointing(models, optimizers, directory: str | None):
+    """An epoch counter and, with a directory, a CheckpointManager restored from its latest save."""
+    import tensorflow as tf
+
+    epoch_done = tf.Variable(0, dtype=tf.int64, trainable=False)
+    if directory is None:
+        return epoch_done, None
+    checkpoint = tf.train.Checkpoint(epoch=epoch_done, **{f"model_{i}": m for i, m in enumerate(models)},
+                                     **{f"optimizer_{i}": o for i, o in enumerate(optimizers)})
+    manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=1)
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint)
+        print(f"resumed from {manager.latest_checkpoint} after epoch {int(epoch_done.numpy())}", file=sys.stderr)
+    return epoch_done, manager
+
+
+def _train_step(model, optimizer, strategy, element_spec):
+    """One synchronous step of one task, run on every replica of ``strategy``.
+
+    Traced once for ``element_spec`` (the distributed iterator's, batch size unknown): a
+    repeated dataset's partial last batch would otherwise trace the whole step a second time.
+    """
+    import keras
+    import tensorflow as tf
+
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
+
+    def replica_step(images, labels):
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            loss = tf.nn.compute_average_loss(loss_fn(labels, logits))
+        gradients = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        hits = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), tf.cast(labels, tf.int64)), tf.float32))
+        return loss, hits, tf.cast(tf.shape(labels)[0], tf.float32)
+
+    @tf.function(input_signature=element_spec)
+    def step(images, labels):
+        """Return (mean loss, correct predictions, examples) over all replicas."""
+        results = strategy.run(replica_step, args=(images, labels))
+        return tuple(strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for value in results)
+
+    return step
+
+
+def train_multitask(base, runs: list[TaskRun], config: MultiTaskConfig, strategy=None,
+                    verbose: int = 1) -> list[TaskRun]:
+    """Train all tasks together (interleaved batches); fill each run's model, accuracies and patch.
+
+    Args:
+        base: the starting Keras classifier; built inside ``strategy.scope()``
+            when a strategy is given, since its layers become the shared ones.
+        runs: one TaskRun per task (info + split); task 0 keeps the base's layers.
+        config: private kinds, epochs and the per-task learning-rate schedule.
+        strategy: a tf.distribute strategy (``edgepatch.train.strategy``); None: default.
+    """
+    import keras
+    import tensorflow as tf
+
+    strategy = strategy or tf.distribute.get_strategy()
+    steps = [max(1, -(-len(r.split.train) // config.batch_size)) for r in runs]  # per task epoch
+
+    from edgepatch.kinds import parse_kinds
+    from edgepatch.train.transfer import accuracy, reestimate_bn_statistics
+
+    keras.utils.set_random_seed(config.seed)
+    with strategy.scope():
+        models = build_task_models(base, [r.info for r in runs], config.private, config.seed)
+        for model in models:
+            for layer in model.layers:
+                layer.trainable = True
+        optimizers = [_optimizer(config, s) for s in steps]
+        for model, optimizer in zip(models, optimizers):
+            optimizer.build(model.trainable_variables)  # slots exist before a checkpoint restores them
+    datasets = [make_dataset(r.split.train, r.info.resolution, r.info.preprocessing, config.batch_size, True,
+                             config.seed + i) for i, r in enumerate(runs)]
+    steps_per_round = max(steps)
+    iterators = [iter(strategy.experimental_distribute_dataset(d.repeat())) for d in datasets]
+    train_steps = [_train_step(m, o, strategy, it.element_spec) for m, o, it in zip(models, optimizers, iterators)]
+    epoch_done, manager = _checkpointing(models, optimizers, config.checkpoint_dir)
+    for epoch in range(int(epoch_done.numpy()), config.epochs):
+        totals = np.zeros((len(runs), 3))  # loss, correct, examples
+        for _ in range(steps_per_round):
+            for i, (iterator, step) in enumerate(zip(iterators, train_steps)):
+                images, labels = next(iterator)
+                totals[i] += [float(value) for value in step(images, labels)]
+        epoch_done.assign(epoch + 1)
+        if manager is not None:
+            manager.save()
+        if verbose:
+            summary = ", ".join(f"{r.info.name} loss {t[0] / steps_per_round:.3f} accuracy {t[1] / t[2]:.3f}"
+                                for r, t in zip(runs, totals))
+            print(f"epoch {epoch + 1}/{config.epochs}: {summary}", file=sys.stderr)
+    private = parse_kinds(config.private) if config.private else ()
+    for run, model, dataset in zip(runs, models, datasets):
+        if "scale_bias" in private:
+            reestimate_bn_statistics(model, dataset, config.reestimate_batches)
+        evaluate = make_dataset(run.split.train, run.info.resolution, run.info.preprocessing, 64, False)
+        run.model = model
+        run.train_accuracy = accuracy(model, evaluate)
+        run.test_accuracy = accuracy(
+            model, make_dataset(run.split.test, run.info.resolution, run.info.preprocessing, 64, False))
+        record = {"mode": "multitask", "epochs": config.epochs, "learning_rate": config.learning_rate,
+                  "decay_epochs": config.decay_epochs, "decay_rate": config.decay_rate, "seed": config.seed,
+                  "train_accuracy": run.train_accuracy, "test_accuracy": run.test_accuracy}
+        run.patch = extract_patch(model, run.info, private, private, record) if private else None
+    return runs

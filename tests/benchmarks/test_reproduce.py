@@ -1,0 +1,143 @@
+"""benchmarks/reproduce (issue 8): one tiny real row end to end, the JSON schema, the report, the verdict rules.
+
+The full and quick modes are far too slow for CI; this runs S/B + last for one
+epoch on 10 flowers5 photos at 32 px through the real training API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, REPO)
+
+from benchmarks.reproduce import SCHEMA
+from benchmarks.reproduce.tables import (
+    HELD,
+    MIXED,
+    NOT_HELD,
+    NOT_RUN,
+    beats_by,
+    choose_lr,
+    within,
+)
+
+RUN_FIELDS = {"kind", "key", "dataset", "variant", "weights", "resolution", "epochs", "lr", "seed", "bn_stats",
+              "batch_size", "trained", "classes", "train_images", "test_images", "train_accuracy", "test_accuracy",
+              "trained_parameters", "total_parameters", "seconds"}
+RESULT_FIELDS = {"schema", "command", "plan", "weights", "roles", "datasets", "experiments", "environment", "runs",
+                 "chosen_lrs", "pending_runs", "wall_seconds", "run_seconds", "decode_cache"}
+
+
+def _tiny_dataset(shared_dir: str, root) -> str:
+    """2 classes x (3 train + 2 test) real photos copied into a temporary folder."""
+    for split, count in (("train", 3), ("test", 2)):
+        for name in ("daisy", "sunflower"):
+            source = os.path.join(shared_dir, "data", "flowers5", split, name)
+            target = root / "tiny" / split / name
+            target.mkdir(parents=True)
+            for file in sorted(os.listdir(source))[:count]:
+                shutil.copy(os.path.join(source, file), target / file)
+    return str(root / "tiny")
+
+
+@pytest.fixture(scope="module")
+def smoke(shared_dir, tmp_path_factory):
+    from benchmarks.reproduce.__main__ import main
+
+    root = tmp_path_factory.mktemp("reproduce")
+    data = _tiny_dataset(shared_dir, root)
+    out = root / "out"
+    weights = os.path.join(shared_dir, "weights", "mobilenet_v2_1.0_224_no_top.h5")
+    assert main(["--plan", "smoke", "--only", "transfer", "--weights", weights, "--data", data, "--out", str(out),
+                 "--cache-dir", str(root / "cache")]) == 0
+    with open(out / "results.json") as handle:
+        return json.load(handle), out, root
+
+
+def test_results_json_states_every_run(smoke):
+    results, _, _ = smoke
+    assert set(results) == RESULT_FIELDS
+    assert results["schema"] == SCHEMA
+    assert results["roles"] == {"near": "tiny", "far": "tiny-inverted", "large": None}
+    assert results["datasets"]["tiny-inverted"]["train_images"] == 6
+    (run,) = results["runs"]
+    assert set(run) >= RUN_FIELDS
+    assert (run["variant"], run["resolution"], run["epochs"], run["lr"], run["seed"]) == ("sb+last", 32, 1, 1e-3, 0)
+    assert run["trained_parameters"] == 34_112 + 1280 * 2 + 2  # MobileNetV2 1.0 gamma/beta + a 2-class head
+    assert 0.0 <= run["test_accuracy"] <= 1.0 and run["test_images"] == 4
+    assert results["chosen_lrs"] == [{"dataset": "tiny", "variant": "sb+last", "lr": 1e-3, "source": "sweep"}]
+
+
+def test_report_and_plot_render_from_json(smoke):
+    from benchmarks.reproduce.__main__ import main
+
+    _results, out, _ = smoke
+    report = (out / "REPORT.md").read_text()
+    for heading in ("## Verdicts", "## 1.1 Transfer", "## 6. Multi-resolution", "## All runs"):
+        assert heading in report
+    assert "| S/B + last | 36,674 |" in report
+    assert "**not run**" in report  # claims without runs say so instead of guessing
+    assert (out / "accuracy_vs_parameters.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["--render-only", "--out", str(out)]) == 0
+    assert (out / "REPORT.md").read_text() == report
+
+
+def test_derived_far_domain_is_the_inverse(smoke):
+    import numpy as np
+    from PIL import Image
+
+    _, _, root = smoke
+    (derived,) = [p for p in (root / "cache").iterdir() if p.name.startswith("tiny-inverted-")]
+    source = min((root / "tiny" / "train" / "daisy").iterdir())
+    inverted = derived / "train" / "daisy" / (source.stem + ".png")
+    original = np.asarray(Image.open(source).convert("RGB"), dtype=np.int16)
+    assert np.array_equal(np.asarray(Image.open(inverted), dtype=np.int16), 255 - original)
+
+
+def test_verdict_rules():
+    assert beats_by({0: 4.0, 1: 3.3, 2: 2.0}, 3.0) == HELD
+    assert beats_by({0: 8.0, 1: -0.7, 2: 4.0}, 3.0) == MIXED
+    assert beats_by({0: 2.0, 1: 2.7}, 3.0) == NOT_HELD
+    assert beats_by({}, 3.0) == NOT_RUN
+    assert within({0: 4.0, 1: 5.0}, 5.0) == HELD
+    assert within({0: 2.0, 1: 6.0}, 5.0) == MIXED
+    assert within({0: 6.0, 1: 5.3}, 5.0) == NOT_HELD
+
+
+def test_lr_choice_breaks_ties_by_train_accuracy_then_smaller_lr():
+    runs = [{"lr": 1e-2, "test_accuracy": 0.8, "train_accuracy": 0.9},
+            {"lr": 1e-3, "test_accuracy": 0.8, "train_accuracy": 0.9},
+            {"lr": 1e-4, "test_accuracy": 0.7, "train_accuracy": 1.0}]
+    assert choose_lr(runs) == 1e-3
+    runs[0]["train_accuracy"] = 0.95
+    assert choose_lr(runs) == 1e-2
+
+
+def test_shared_statistics_average_over_every_task():
+    """A BN layer shared by two task models ends with the mean of both tasks' batch statistics."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from benchmarks.reproduce.runs import reestimate_shared_statistics
+
+    shared = keras.layers.BatchNormalization(momentum=0.999)
+    private = keras.layers.BatchNormalization()
+    first = keras.Input((4,))
+    second = keras.Input((4,))
+    models = [keras.Model(first, keras.layers.Dense(2)(shared(first))),
+              keras.Model(second, keras.layers.Dense(2)(private(shared(second))))]
+    rng = np.random.default_rng(0)
+    data = [tf.data.Dataset.from_tensor_slices((rng.normal(mean, 1.0, (24, 4)).astype("float32"), np.zeros(24)))
+            .batch(8) for mean in (1.0, 3.0)]
+    batch_means = [np.concatenate([x.numpy() for x, _ in d]).mean(axis=0) for d in data]
+    reestimate_shared_statistics(models, data, batches_per_task=3)
+    np.testing.assert_allclose(np.asarray(shared.moving_mean), np.mean(batch_means, axis=0), atol=1e-5)
+    assert shared.momentum == 0.999 and private.momentum == 0.99  # restored
+    assert abs(float(np.mean(np.asarray(private.moving_mean)))) < 0.2  # its input is already normalised
