@@ -12,6 +12,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 LIB="$HERE/patchloader"
 BUILD="$LIB/build"
+CORPUS="$(cd "$HERE/.." && pwd)/tests/corpus"  # the bad-input corpus, shared with the Python suite
 JUNIT_JARS=(/usr/share/java/junit4.jar /usr/share/java/hamcrest-core.jar)
 
 log() { printf 'build_and_test: %s\n' "$*" >&2; }
@@ -72,7 +73,7 @@ main() {
             tests+=("dev.edgepatch.patchloader.$(basename "$source" .java)") ;;
         esac
     done
-    java -Dedgepatch.testdata="$LIB/testdata" -cp "$BUILD/classes:$BUILD/test:$junit" \
+    java -Dedgepatch.testdata="$LIB/testdata" -Dedgepatch.corpus="$CORPUS" -cp "$BUILD/classes:$BUILD/test:$junit" \
         org.junit.runner.JUnitCore "${tests[@]}"
 
     # The command-line front end the Python test drives, on one float and one int8 golden case.

@@ -140,7 +140,7 @@ def main() -> int:
         ship = ensure_ship(args.ship, work)
         bases, deltas = ship_inputs(ship)
         private, public, _ = write_keypair(os.path.join(work, "key"))
-        bundle = pack_bundle(bases, deltas[:1], os.path.join(work, "bundle"), "fuzz", private)
+        bundle = pack_bundle(bases, deltas[:1], os.path.join(work, "bundle"), "1", private)
         read = lambda *parts: open(os.path.join(*parts), "rb").read()  # noqa: E731
         runtime_bases = {fmt: load_base(path) for fmt, path in bases.items()}
         result = {

@@ -36,6 +36,36 @@ def _own_int8_model(trained: dict, calibration: str, width: int) -> bytes:
     return export_int8(build_folded_model(model, fold_batchnorm(model), width, pads), images)
 
 
+def _int8_mode(folder: str, converted: dict, images, labels, float_top1, own_top1) -> dict:
+    """Sizes and agreement of one int8 delta mode's ship folder."""
+    from converters.quantize import top1
+    from edgepatch.runtime import load_base, read_task_delta
+
+    patched_top1 = top1(load_base(f"{folder}/base_int8.tflite").apply(
+        read_task_delta(f"{folder}/flowers.int8.delta")), images)
+    base_bytes = os.path.getsize(f"{folder}/base_int8.tflite")
+    delta_bytes = os.path.getsize(f"{folder}/flowers.int8.delta")
+    return {"delta_bytes": delta_bytes, "int8_base_bytes": base_bytes,
+            "delta_percent_of_int8_base": 100.0 * delta_bytes / base_bytes,
+            "accuracy": float(np.mean(patched_top1 == labels)),
+            "top1_agreement_vs_own_int8": float(np.mean(patched_top1 == own_top1)),
+            "top1_agreement_vs_float": float(np.mean(patched_top1 == float_top1)),
+            "convert_check": converted["int8"]["deltas"]["flowers"]}
+
+
+def _latency(ship: str, resolutions: tuple[int, ...]) -> dict:
+    """``edgepatch bench`` of the float and the int8 base, each alone and patched."""
+    from edgepatch.apps.bench import BenchConfig, run_bench
+
+    latency = {}
+    for label, base, delta in (("float", "base.tflite", "flowers.delta"), ("int8", "base_int8.tflite", "flowers.int8.delta")):
+        config = BenchConfig(base_files={"tflite": f"{ship}/{base}"}, deltas=(f"{ship}/{delta}",), runtimes=("tflite",),
+                             resolutions=resolutions, threads=(1,), runs=50, warmup=5)
+        latency[label] = {row["resolution"]: {"latency_ms": row["latency_ms"], "patched_vs_base": row["patched_vs_base"]}
+                          for row in run_bench(config)["results"]}
+    return latency
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", required=True)
@@ -47,8 +77,7 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "int8.json"))
     args = parser.parse_args()
 
-    from converters.quantize import _top1
-    from edgepatch.apps.bench import BenchConfig, run_bench
+    from converters.quantize import top1
     from edgepatch.train.data import scan_image_folders
     from edgepatch.runtime import load_base, read_task_delta
     from edgepatch.runtime.images import load_images
@@ -74,28 +103,12 @@ def main() -> None:
     float_delta = read_task_delta(f"{ship}/flowers.delta")
     images = load_images([p for p, _ in split.test], float_delta.task)
     labels = np.array([label for _, label in split.test])
-    float_top1 = _top1(load_base(f"{ship}/base.tflite").apply(float_delta), images)
-    own_top1 = _top1(TFLiteRunner(_own_int8_model(trained, calibration, converted["compact"]["head_width"]),
+    float_top1 = top1(load_base(f"{ship}/base.tflite").apply(float_delta), images)
+    own_top1 = top1(TFLiteRunner(_own_int8_model(trained, calibration, converted["compact"]["head_width"]),
                                   float_delta.task, 0.0, 1), images)
-    modes = {}
-    for mode, folder in ships.items():
-        patched_top1 = _top1(load_base(f"{folder}/base_int8.tflite").apply(
-            read_task_delta(f"{folder}/flowers.int8.delta")), images)
-        base_bytes = os.path.getsize(f"{folder}/base_int8.tflite")
-        delta_bytes = os.path.getsize(f"{folder}/flowers.int8.delta")
-        modes[mode] = {"delta_bytes": delta_bytes, "int8_base_bytes": base_bytes,
-                       "delta_percent_of_int8_base": 100.0 * delta_bytes / base_bytes,
-                       "accuracy": float(np.mean(patched_top1 == labels)),
-                       "top1_agreement_vs_own_int8": float(np.mean(patched_top1 == own_top1)),
-                       "top1_agreement_vs_float": float(np.mean(patched_top1 == float_top1)),
-                       "convert_check": converted[mode]["int8"]["deltas"]["flowers"]}
-    resolutions = tuple(int(r) for r in args.bench_resolutions.split(","))
-    latency = {}
-    for label, base, delta in (("float", "base.tflite", "flowers.delta"), ("int8", "base_int8.tflite", "flowers.int8.delta")):
-        config = BenchConfig(base_files={"tflite": f"{ship}/{base}"}, deltas=(f"{ship}/{delta}",), runtimes=("tflite",),
-                             resolutions=resolutions, threads=(1,), runs=50, warmup=5)
-        latency[label] = {row["resolution"]: {"latency_ms": row["latency_ms"], "patched_vs_base": row["patched_vs_base"]}
-                          for row in run_bench(config)["results"]}
+    modes = {mode: _int8_mode(folder, converted[mode], images, labels, float_top1, own_top1)
+             for mode, folder in ships.items()}
+    latency = _latency(ship, tuple(int(r) for r in args.bench_resolutions.split(",")))
     report = {
         "settings": vars(args),
         "test_images": int(len(labels)),

@@ -14,9 +14,13 @@ import time
 
 import numpy as np
 
-from edgepatch.runtime.onnx import session_options
-from edgepatch.runtime.refold import BytesPatcher, writable_bytes
+from edgepatch.format.names import BIAS, KERNEL, SCALE, split_name, tensor_name
+from edgepatch.runtime.buffers import writable_bytes
+from edgepatch.runtime.ort_session import session_options
+from edgepatch.runtime.patched_base import BytesPatcher
 from edgepatch.runtime.tflite import interpreter_class
+
+HEAD_SITE = "logits"  # the head layer's name in edgepatch's classifiers (train.models.HEAD_NAME)
 
 
 class Interp:
@@ -75,20 +79,21 @@ class AffineAdapter:
 
         model = onnx.load(base_path)
         graph, inits = model.graph, {i.name: i for i in model.graph.initializer}
-        nodes, self.params = [], ["logits/kernel", "logits/bias"]
+        nodes, self.params = [], [tensor_name(HEAD_SITE, KERNEL), tensor_name(HEAD_SITE, BIAS)]
         for node in graph.node:
             nodes.append(node)
-            if node.op_type != "Conv" or not node.input[1].endswith("/kernel"):
+            site, role = split_name(node.input[1]) if node.op_type == "Conv" else ("", "")
+            if role != KERNEL:
                 continue
-            site, channels = node.input[1][: -len("/kernel")], inits[node.input[1]].dims[0]
+            channels = inits[node.input[1]].dims[0]
             out = node.output[0]
             del node.input[2]
             node.output[0] = f"{out}__conv"
-            for name, value in ((f"{site}/scale", 1.0), (f"{site}/mean", 0.0), (f"{site}/var", 1.0)):
+            for name, value in ((tensor_name(site, SCALE), 1.0), (f"{site}/mean", 0.0), (f"{site}/var", 1.0)):
                 graph.initializer.append(numpy_helper.from_array(np.full(channels, value, np.float32), name))
-            nodes.append(helper.make_node("BatchNormalization", [f"{out}__conv", f"{site}/scale", f"{site}/bias",
+            nodes.append(helper.make_node("BatchNormalization", [f"{out}__conv", tensor_name(site, SCALE), tensor_name(site, BIAS),
                                                                  f"{site}/mean", f"{site}/var"], [out], epsilon=0.0))
-            self.params += [f"{site}/scale", f"{site}/bias"]
+            self.params += [tensor_name(site, SCALE), tensor_name(site, BIAS)]
         del graph.node[:]
         graph.node.extend(nodes)
         shapes = {i.name: list(i.dims) for i in graph.initializer}
@@ -107,12 +112,13 @@ class AffineAdapter:
 
         arrays = {}
         for name in self.params:
-            site, role = name.rsplit("/", 1)
-            if site == "logits":
-                kernel, bias = pad_head(delta.tensors["logits/kernel"], delta.tensors["logits/bias"], width)
-                arrays[name] = kernel if role == "kernel" else bias
+            site, role = split_name(name)
+            if site == HEAD_SITE:
+                kernel, bias = pad_head(delta.tensors[tensor_name(site, KERNEL)], delta.tensors[tensor_name(site, BIAS)],
+                                        width)
+                arrays[name] = kernel if role == KERNEL else bias
             else:
-                arrays[name] = delta.tensors[f"{site}/{role}"]
+                arrays[name] = delta.tensors[name]
         arrays = {n: np.ascontiguousarray(a, np.float32).reshape(self.shapes[n]) for n, a in arrays.items()}
         adapter = ort.AdapterFormat()
         adapter.set_parameters({n: ort.OrtValue.ortvalue_from_numpy(a) for n, a in arrays.items()})

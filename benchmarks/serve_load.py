@@ -4,7 +4,7 @@ The server runs in its own process (``edgepatch.ship.serve.make_server``); the
 clients are threads with keep-alive connections. Two phases:
 
 1. every client runs a full ``edgepatch.ship.fetch.fetch`` into its own empty cache
-   (signature, hashes and fingerprints verified): ``fetches``;
+   (signature, hashes and fingerprints verified; every format, int8 included): ``fetches``;
 2. until ``--requests`` requests or ``--seconds`` seconds, whichever comes
    first, each client sends a mix of full GETs (manifest and content files),
    single-range GETs and conditional GETs (If-None-Match, expecting 304).
@@ -188,15 +188,16 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--requests", type=int, default=20_000, help="stop after this many requests")
     parser.add_argument("--seconds", type=float, default=30.0, help="stop after this many seconds")
-    parser.add_argument("--ship", default=None, help="a convert output dir to pack (default: build a small one)")
+    parser.add_argument("--ship", default=None,
+                        help="a convert output dir to pack (default: build a small one, float + int8)")
     parser.add_argument("--out", default=None, help="also write the JSON result here")
     args = parser.parse_args()
     if not (1 <= args.clients <= 256 and args.requests >= 1 and 0 < args.seconds <= 600):
         parser.error("need 1 <= --clients <= 256, --requests >= 1, 0 < --seconds <= 600")
     with tempfile.TemporaryDirectory(prefix="edgepatch-load-") as work:
-        ship = ensure_ship(args.ship, work)
+        ship = ensure_ship(args.ship, work, int8=True)
         private, public, _ = write_keypair(os.path.join(work, "key"))
-        bundle = pack_bundle(*ship_inputs(ship), os.path.join(work, "bundle"), "load", private).path
+        bundle = pack_bundle(*ship_inputs(ship), os.path.join(work, "bundle"), "1", private).path
         result = load(bundle, public, work, args.clients, args.requests, args.seconds)
     text = json.dumps(result, indent=2, sort_keys=True)
     print(text)

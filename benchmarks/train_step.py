@@ -17,7 +17,8 @@ import subprocess
 import sys
 import time
 
-VARIANTS = {"patch_sb_logits": ("scale_bias", "logits"), "full_finetune": ("full",)}
+# Variant -> (kinds trained, BN-statistics mode during the timed steps; "reestimate" trains on batch statistics).
+VARIANTS = {"patch_sb_logits": (("scale_bias", "logits"), "frozen"), "full_finetune": (("full",), "reestimate")}
 
 
 def worker(variant: str, weights: str, resolution: int, batch: int, steps: int) -> dict:
@@ -27,21 +28,20 @@ def worker(variant: str, weights: str, resolution: int, batch: int, steps: int) 
     import keras
     import numpy as np
 
+    from edgepatch.kinds import statistics_during_training
     from edgepatch.train.models import build_classifier
-    from edgepatch.kinds import get_kind
-    from edgepatch.train.transfer import _freeze_outside, _statistics_frozen
+    from edgepatch.train.transfer import freeze_outside
 
     model = build_classifier(alpha=1.0, resolution=resolution, weights=weights, num_classes=5)
-    trained = VARIANTS[variant]
-    _freeze_outside(model, trained)
+    trained, bn_stats = VARIANTS[variant]
+    freeze_outside(model, trained)
     model.compile(optimizer=keras.optimizers.Adam(1e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (batch, resolution, resolution, 3)).astype("float32")
     y = rng.integers(0, 5, batch)
-    frozen = _statistics_frozen(get_kind("scale_bias").layers(model)) if trained != ("full",) else None
     times = []
-    with frozen if frozen is not None else open(os.devnull):
+    with statistics_during_training(model, trained, bn_stats, momentum=0.9):
         for _ in range(steps + 3):
             start = time.perf_counter()
             model.train_on_batch(x, y)

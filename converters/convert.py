@@ -21,19 +21,20 @@ from converters.make_delta import make_delta
 from converters.fold import fold_batchnorm
 from converters.folded_model import build_folded_model, foldable_pads
 from edgepatch.atomic import make_stage_dir, replace_dir
-from edgepatch.format.delta import read_delta, write_delta
+from edgepatch.format.delta import DELTA_DTYPES, read_delta, write_delta
 from edgepatch.errors import FoldError, UsageError
 from edgepatch.train.models import BACKBONES, clone_with_input, load_checkpoint, with_new_head
 from edgepatch.train.patchfile import TaskPatch, apply_patch, read_patch
 from edgepatch.format.layouts import FORMATS
-from edgepatch.runtime.refold import sha256_hex
+from edgepatch.runtime.base_file import sha256_hex
+from edgepatch.kinds import head_is_private
 from edgepatch.kinds.keras_sites import find_sites
 
 log = logging.getLogger(__name__)
-DELTA_DTYPES = ("float32", "float16")
 # Max |logit difference| allowed per unit of max(1, max |logit|): fp16 deltas round the patch.
 PARITY_TOLERANCE = {"float32": 1e-4, "float16": 5e-2}
 TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+INT8_DELTA_MODES = ("auto", "compact", "exact")
 
 
 @dataclass
@@ -49,7 +50,19 @@ class ConvertResult:
     parity: dict[str, dict[str, float]] = field(default_factory=dict)  # task -> fmt -> max-abs
 
 
-def _check_options(formats, dtype, patches) -> None:
+@dataclass(frozen=True)
+class FoldedBase:
+    """The base checkpoint, folded once, as every pass after it needs it."""
+
+    checkpoint: object  # the Keras base model, with BN
+    sites: list  # its conv/dense sites, in order (the last is the head)
+    folded: dict  # site name -> BN-free weights
+    head_width: int  # outputs of the shared head: the widest task, or more
+    pads: tuple  # input paddings the folded model must reproduce exactly
+    model: object  # the BN-free Keras model the bases are exported from
+
+
+def _check_options(formats, dtype, patches, quantize, calibration_dir, int8_delta) -> None:
     unknown = [f for f in formats if f not in FORMATS]
     if not formats or unknown:
         raise UsageError(f"formats must be a non-empty subset of {list(FORMATS)}. Received {list(formats)}")
@@ -61,17 +74,22 @@ def _check_options(formats, dtype, patches) -> None:
             raise UsageError(f"task name must match {TASK_NAME.pattern} to name its delta file. Received '{name}'")
     if len(set(names)) != len(names):
         raise UsageError(f"task names must be unique. Received {names}")
+    if quantize not in (None, "int8") or (quantize and not calibration_dir):
+        raise UsageError(f"quantize must be 'int8' with a calibration directory. Received quantize={quantize!r}, "
+                         f"calibration={calibration_dir!r}")
+    if int8_delta not in INT8_DELTA_MODES:
+        raise UsageError(f"int8_delta must be one of {', '.join(INT8_DELTA_MODES)}. Received int8_delta={int8_delta!r}")
 
 
 def task_model(base, patch: TaskPatch, source: str):
     """An independent copy of the base, taking any input size, with the patch applied.
 
-    The head is replaced only when the patch owns it (``logits`` private);
+    The head is replaced only when the patch owns it (a head-owning kind, ``logits``, private);
     otherwise it is shared with the base, as in multi-resolution training.
     """
     copy = clone_with_input(base, None)
     copy.set_weights(base.get_weights())
-    model = with_new_head(copy, len(patch.task.classes)) if "logits" in patch.kinds else copy
+    model = with_new_head(copy, len(patch.task.classes)) if head_is_private(patch.kinds) else copy
     apply_patch(model, patch, source)
     return model
 
@@ -88,7 +106,74 @@ def check_parity(keras_model, runner, resolution: int) -> tuple[float, float]:
     return float(np.max(np.abs(runner.predict(images) - expected))), max(1.0, float(np.max(np.abs(expected))))
 
 
-INT8_DELTA_MODES = ("auto", "compact", "exact")
+def _fold_base(model_path: str, patches: list[TaskPatch], head_width: int | None) -> FoldedBase:
+    """Pass 1: load and fold the base; its head is as wide as the widest task (or ``head_width``)."""
+    base = load_checkpoint(model_path)
+    sites = find_sites(base)
+    base_folded = fold_batchnorm(base)
+    widest = max([base_folded[sites[-1].name].out_channels] + [len(p.task.classes) for p in patches])
+    if head_width is not None and head_width < widest:
+        raise UsageError(f"head width must be >= {widest} (the widest task). Received head_width={head_width}")
+    width = head_width or widest
+    # Every input size the base must reproduce exactly: its own and each task's.
+    pads = foldable_pads(base, tuple(r for r in (base.inputs[0].shape[1], *(p.task.resolution for p in patches)) if r))
+    return FoldedBase(base, sites, base_folded, width, pads, build_folded_model(base, base_folded, width, pads))
+
+
+def _write_bases(stage: str, shared: FoldedBase, formats, result: ConvertResult) -> dict:
+    """Pass 2: export ``base.<fmt>`` per format into ``stage``; return each loaded in its runtime."""
+    from converters.export_onnx import export_onnx_base
+    from converters.export_tflite import export_tflite_base
+    from edgepatch.runtime import OnnxBase, TFLiteBase
+
+    exporters = {"tflite": (export_tflite_base, TFLiteBase), "onnx": (export_onnx_base, OnnxBase)}
+    bases = {}
+    for fmt in formats:
+        data = exporters[fmt][0](shared.model, shared.folded, shared.head_width)
+        with open(os.path.join(stage, f"base.{fmt}"), "wb") as handle:
+            handle.write(data)
+        result.base_files[fmt] = os.path.join(result.out_dir, f"base.{fmt}")
+        result.base_bytes[fmt] = len(data)
+        result.base_sha256[fmt] = sha256_hex(data)
+        bases[fmt] = exporters[fmt][1](data, f"base.{fmt}")
+    return bases
+
+
+def _write_task_delta(stage: str, shared: FoldedBase, patch_path: str, patch: TaskPatch, bases: dict, dtype: str,
+                      result: ConvertResult):
+    """Pass 3, per task: write ``<task>.delta``, check it on every base; return the Keras task model."""
+    name = patch.task.name
+    model = task_model(shared.checkpoint, patch, patch_path)
+    delta = make_delta(shared.sites, shared.folded, fold_batchnorm(model), patch.task, patch.kinds, result.base_sha256)
+    delta_path = os.path.join(stage, f"{name}.delta")
+    result.delta_bytes[name] = write_delta(delta_path, delta, dtype)
+    result.deltas[name] = os.path.join(result.out_dir, f"{name}.delta")
+    stored = read_delta(delta_path)
+    result.parity[name] = {}
+    for fmt, runtime_base in bases.items():
+        error, scale = check_parity(model, runtime_base.apply(stored), patch.task.resolution)
+        result.parity[name][fmt] = error
+        if error > PARITY_TOLERANCE[dtype] * scale:
+            raise FoldError(
+                f"task '{name}': {fmt} base + delta differs from the Keras task model "
+                f"by {error:.2e} max-abs logits, above {PARITY_TOLERANCE[dtype] * scale:.1e}"
+            )
+    return model
+
+
+def _write_int8(stage: str, shared: FoldedBase, patches: list[TaskPatch], int8_tasks: list, calibration_dir: str,
+                int8_delta: str) -> dict:
+    """Pass 4 (``quantize="int8"``): ``base_int8.tflite`` and ``<task>.int8.delta`` per task."""
+    from converters.quantize import emit_int8
+
+    base = shared.checkpoint
+    resolution = int(base.inputs[0].shape[1])
+    # A task records its preprocessing; a base converted alone uses the backbone default.
+    preprocessing = patches[0].task.preprocessing if patches else BACKBONES["mobilenet_v2"].preprocessing
+    # Its own copy: export_int8 nudges the zero biases of the model it is given.
+    folded_model = build_folded_model(base, shared.folded, shared.head_width, shared.pads)
+    return emit_int8(stage, folded_model, int8_tasks, calibration_dir, resolution, preprocessing, int8_delta)
+
 
 def convert(
     model_path: str,
@@ -108,68 +193,22 @@ def convert(
     ``int8_delta`` is ``"compact"`` (refold codes), ``"exact"`` (see ``edgepatch.format.int8_delta``) or
     ``"auto"``: compact where it reproduces the task's own int8 model (``converters.quantize.emit_int8``).
     """
-    from converters.export_onnx import export_onnx_base
-    from converters.export_tflite import export_tflite_base
-    from edgepatch.runtime import OnnxBase, TFLiteBase
-
     patches = [read_patch(path) for path in patch_paths]  # none: the base alone (e.g. a full fine-tune)
-    _check_options(formats, dtype, patches)
-    if quantize not in (None, "int8") or (quantize and not calibration_dir):
-        raise UsageError(f"quantize must be 'int8' with a calibration directory. Received quantize={quantize!r}, "
-                         f"calibration={calibration_dir!r}")
-    if int8_delta not in INT8_DELTA_MODES:
-        raise UsageError(f"int8_delta must be one of {', '.join(INT8_DELTA_MODES)}. Received int8_delta={int8_delta!r}")
-    base = load_checkpoint(model_path)
-    sites = find_sites(base)
-    base_folded = fold_batchnorm(base)
-    widest = max([base_folded[sites[-1].name].out_channels] + [len(p.task.classes) for p in patches])
-    if head_width is not None and head_width < widest:
-        raise UsageError(f"head width must be >= {widest} (the widest task). Received head_width={head_width}")
-    width = head_width or widest
-    # Every input size the base must reproduce exactly: its own and each task's.
-    pads = foldable_pads(base, tuple(r for r in (base.inputs[0].shape[1], *(p.task.resolution for p in patches)) if r))
-    folded_model = build_folded_model(base, base_folded, width, pads)
-    exporters = {"tflite": (export_tflite_base, TFLiteBase), "onnx": (export_onnx_base, OnnxBase)}
+    _check_options(formats, dtype, patches, quantize, calibration_dir, int8_delta)
+    shared = _fold_base(model_path, patches, head_width)
     out_dir = os.path.abspath(out_dir)
     stage = make_stage_dir(out_dir, "convert")
     try:
-        result = ConvertResult(out_dir, {}, {}, {}, width)
-        bases = {}
-        for fmt in formats:
-            data = exporters[fmt][0](folded_model, base_folded, width)
-            with open(os.path.join(stage, f"base.{fmt}"), "wb") as handle:
-                handle.write(data)
-            result.base_files[fmt] = os.path.join(out_dir, f"base.{fmt}")
-            result.base_bytes[fmt] = len(data)
-            result.base_sha256[fmt] = sha256_hex(data)
-            bases[fmt] = exporters[fmt][1](data, f"base.{fmt}")
+        result = ConvertResult(out_dir, {}, {}, {}, shared.head_width)
+        bases = _write_bases(stage, shared, formats, result)
         int8_tasks = []
         for path, patch in zip(patch_paths, patches):
-            model = task_model(base, patch, path)
-            delta = make_delta(sites, base_folded, fold_batchnorm(model), patch.task, patch.kinds, result.base_sha256)
-            delta_path = os.path.join(stage, f"{patch.task.name}.delta")
-            result.delta_bytes[patch.task.name] = write_delta(delta_path, delta, dtype)
-            result.deltas[patch.task.name] = os.path.join(out_dir, f"{patch.task.name}.delta")
-            stored = read_delta(delta_path)
-            result.parity[patch.task.name] = {}
-            for fmt, runtime_base in bases.items():
-                error, scale = check_parity(model, runtime_base.apply(stored), patch.task.resolution)
-                result.parity[patch.task.name][fmt] = error
-                if error > PARITY_TOLERANCE[dtype] * scale:
-                    raise FoldError(
-                        f"task '{patch.task.name}': {fmt} base + delta differs from the Keras task model "
-                        f"by {error:.2e} max-abs logits, above {PARITY_TOLERANCE[dtype] * scale:.1e}"
-                    )
+            model = _write_task_delta(stage, shared, path, patch, bases, dtype, result)
             if quantize:
-                int8_tasks.append((patch.task, build_folded_model(model, fold_batchnorm(model), width, pads)))
+                folded_task = build_folded_model(model, fold_batchnorm(model), shared.head_width, shared.pads)
+                int8_tasks.append((patch.task, folded_task))
         if quantize:
-            from converters.quantize import emit_int8
-
-            resolution = int(base.inputs[0].shape[1])
-            # A task records its preprocessing; a base converted alone uses the backbone default.
-            preprocessing = patches[0].task.preprocessing if patches else BACKBONES["mobilenet_v2"].preprocessing
-            result.int8 = emit_int8(stage, build_folded_model(base, base_folded, width, pads), int8_tasks,
-                                    calibration_dir, resolution, preprocessing, int8_delta)
+            result.int8 = _write_int8(stage, shared, patches, int8_tasks, calibration_dir, int8_delta)
         replace_dir(stage, out_dir)
         return result
     except BaseException:

@@ -3,7 +3,7 @@
 tf2onnx converts the folded model; then each site's weights are located by
 walking the graph (Conv inputs 1 and 2; MatMul input 1 and the Add after
 it), checked value-for-value against the folded weights, and given their own
-initializers with stable names ``{site}/kernel`` and ``{site}/bias``. That
+initializers with their stable names (spec: *Site naming*). That
 also undoes any sharing of identical constants and restores a head bias the
 converter dropped for being all zeros.
 """
@@ -20,6 +20,7 @@ import numpy as np
 from converters.fold import FoldedSite, expected_weights
 from converters.folded_model import BASE_INPUT_NAME
 from edgepatch.errors import FoldError
+from edgepatch.format.names import BIAS, KERNEL, tensor_name
 
 log = logging.getLogger(__name__)
 OPSET = 17
@@ -85,6 +86,23 @@ def _add_bias_after(proto, matmul, bias_name: str) -> None:
     proto.graph.node.insert(position, add)
 
 
+def _order_by_first_use(graph) -> None:
+    """Sort initializers by the first node input that reads them (unread ones last).
+
+    tf2onnx merges equal constants (the 0 and 6 of every ReLU6's Clip) and which copy it keeps
+    depends on set order, hence on PYTHONHASHSEED; the graph's reads do not.
+    """
+    first_use: dict[str, tuple[int, int]] = {}
+    for index, node in enumerate(graph.node):
+        for slot, value in enumerate(node.input):
+            first_use.setdefault(value, (index, slot))
+    unread = (len(graph.node), 0)
+    ordered = sorted(graph.initializer, key=lambda init: first_use.get(init.name, unread))
+    copies = [type(init).FromString(init.SerializeToString()) for init in ordered]
+    del graph.initializer[:]
+    graph.initializer.extend(copies)
+
+
 def _canonical_names(graph, keep: set[str]) -> None:
     """Name nodes, values, other initializers and symbolic dimensions by position (not ``keep``, inputs, outputs).
 
@@ -96,6 +114,7 @@ def _canonical_names(graph, keep: set[str]) -> None:
     if any(a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for n in graph.node for a in n.attribute):
         return  # subgraphs may refer to outer names; MobileNet-style bases have none
     keep = keep | {v.name for v in graph.input} | {v.name for v in graph.output}
+    _order_by_first_use(graph)
     renamed = {}
     for index, init in enumerate(graph.initializer):
         if init.name not in keep:
@@ -128,24 +147,25 @@ def export_onnx_base(folded_model, folded: dict[str, FoldedSite], head_width: in
     graph = proto.graph
     for name, (node, weight_index, bias_node, bias_index) in located.items():
         kernel, bias = expected[name]
-        graph.initializer.append(numpy_helper.from_array(kernel, f"{name}/kernel"))
-        graph.initializer.append(numpy_helper.from_array(bias.astype(np.float32), f"{name}/bias"))
-        node.input[weight_index] = f"{name}/kernel"
+        kernel_name, bias_name = tensor_name(name, KERNEL), tensor_name(name, BIAS)
+        graph.initializer.append(numpy_helper.from_array(kernel, kernel_name))
+        graph.initializer.append(numpy_helper.from_array(bias.astype(np.float32), bias_name))
+        node.input[weight_index] = kernel_name
         if bias_node is None and node.op_type == "Conv":
-            node.input.append(f"{name}/bias")
+            node.input.append(bias_name)
         elif bias_node is None:
-            _add_bias_after(proto, node, f"{name}/bias")
+            _add_bias_after(proto, node, bias_name)
         else:
             old = bias_node.input[bias_index]
             old_value = numpy_helper.to_array(next(i for i in graph.initializer if i.name == old))
             if not np.array_equal(old_value.reshape(-1), bias):
                 raise FoldError(f"ONNX bias of site `{name}` differs from the folded bias")
-            bias_node.input[bias_index] = f"{name}/bias"
+            bias_node.input[bias_index] = bias_name
     used = {value for node in graph.node for value in node.input}
     kept = [init for init in graph.initializer if init.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept)
-    _canonical_names(graph, {f"{name}/{role}" for name in located for role in ("kernel", "bias")})
+    _canonical_names(graph, {tensor_name(name, role) for name in located for role in (KERNEL, BIAS)})
     onnx.checker.check_model(proto)
     log.info("ONNX base: %s", dict(Counter(node.op_type for node in graph.node)))
     return proto.SerializeToString()

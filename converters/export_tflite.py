@@ -5,7 +5,7 @@ Each site is then located by walking the ops: CONV_2D / DEPTHWISE_CONV_2D /
 FULLY_CONNECTED, ``inputs[1]`` the kernel and ``inputs[2]`` the bias. The
 converter's fused tensor names are never matched; each kernel is identified
 by comparing its values with the folded weights. The rewrite then gives the
-site tensors stable names (``{site}/kernel``, ``{site}/bias``), gives each its
+site tensors their stable names (spec: *Site naming*), gives each its
 own buffer (the converter deduplicates identical constants), and adds a
 bias where the converter dropped an all-zero one.
 """
@@ -23,6 +23,7 @@ import numpy as np
 from converters.fold import FoldedSite, expected_weights
 from converters.tflite_rewrite import rewrite_tflite, split_shared_inputs
 from edgepatch.errors import FoldError
+from edgepatch.format.names import BIAS, KERNEL, tensor_name
 from edgepatch.runtime.tflite import SITE_OPS, tflite_sites
 from edgepatch.runtime.tflite_file import TFLiteModel, parse_tflite
 
@@ -89,11 +90,11 @@ def export_tflite_base(folded_model, folded: dict[str, FoldedSite], head_width: 
     data, private = split_shared_inputs(data, slots)
     renames, add_biases = {}, {}
     for name, site in located.items():
-        renames[private[(site.op_index, 1)]] = f"{name}/kernel"
+        renames[private[(site.op_index, 1)]] = tensor_name(name, KERNEL)
         if site.bias_tensor >= 0:
-            renames[private[(site.op_index, 2)]] = f"{name}/bias"
+            renames[private[(site.op_index, 2)]] = tensor_name(name, BIAS)
         else:
-            add_biases[site.op_index] = (f"{name}/bias", expected[name][1])
+            add_biases[site.op_index] = (tensor_name(name, BIAS), expected[name][1])
     base = rewrite_tflite(data, renames, unshare=list(renames), add_biases=add_biases)
     _verify(base, expected)
     return base

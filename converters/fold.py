@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgepatch.errors import FoldError
-from edgepatch.format.layouts import pad_head, to_runtime
+from edgepatch.format.layouts import as_in_base, to_runtime
 from edgepatch.kinds.keras_sites import Site, find_sites
 
 
@@ -89,8 +89,6 @@ def expected_weights(folded: dict[str, FoldedSite], head_width: int, fmt: str) -
     """Per site, the (kernel, bias) a base in ``fmt`` must hold: runtime layout, head padded."""
     expected = {}
     for name, site in folded.items():
-        kernel, bias = site.kernel, site.bias
-        if site.op == "dense":
-            kernel, bias = pad_head(kernel, bias, head_width)
+        kernel, bias = as_in_base(site.op, site.kernel, site.bias, head_width)
         expected[name] = (to_runtime(kernel, site.op, fmt), bias)
     return expected

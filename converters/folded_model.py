@@ -10,7 +10,7 @@ A stride-2 3x3 conv after a ``ZeroPadding2D(((0, 1), (0, 1)))`` (MobileNet's
 ``correct_pad`` for even sizes) computes the same as one with ``"same"``
 padding wherever its input is even. When that holds at every resolution the
 tasks use, the pad is folded into the conv: the converters then emit no PAD
-op, as they do for a fixed-shape model (a PAD costs 1-3% of the latency).
+op, as they do for a fixed-shape model (a PAD op costs latency).
 At other input sizes the base pads the way ``"same"`` does, as MobileNetV2
 built at that size would.
 """
@@ -21,9 +21,9 @@ import logging
 
 from converters.fold import FoldedSite
 from edgepatch.errors import FoldError, ModelStructureError
+from edgepatch.format.layouts import as_in_base
+from edgepatch.kinds.keras_sites import find_sites, head_layer
 from edgepatch.train.models import clone_with_input
-from edgepatch.format.layouts import pad_head
-from edgepatch.kinds.keras_sites import find_sites
 
 BASE_INPUT_NAME = "input"  # the base model's input, in both formats
 BASE_MODEL_NAME = "edgepatch_base"
@@ -88,7 +88,7 @@ def build_folded_model(model, folded: dict[str, FoldedSite], head_width: int, pa
     same_convs = set(pads.values())
     sites = {site.name: site for site in find_sites(model)}
     folded_bns = {site.bn.name for site in sites.values() if site.bn is not None}
-    head_name = next(site.name for site in sites.values() if site.op == "dense")
+    head_name = head_layer(model).name
 
     def clone_layer(layer):
         config = layer.get_config()
@@ -112,10 +112,7 @@ def build_folded_model(model, folded: dict[str, FoldedSite], head_width: int, pa
     clone = clone_with_input(model, None, clone_layer, input_name=BASE_INPUT_NAME)
     folded_model = keras.Model(clone.inputs, clone.outputs, name=BASE_MODEL_NAME)
     for name, site in folded.items():
-        kernel, bias = site.kernel, site.bias
-        if site.op == "dense":
-            kernel, bias = pad_head(kernel, bias, head_width)
-        folded_model.get_layer(name).set_weights([kernel, bias])
+        folded_model.get_layer(name).set_weights(list(as_in_base(site.op, site.kernel, site.bias, head_width)))
     bn_left = [l.name for l in folded_model.layers if isinstance(l, keras.layers.BatchNormalization)]
     if bn_left:
         raise FoldError(f"BatchNormalization layers left after folding: {bn_left}")

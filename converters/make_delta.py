@@ -13,16 +13,17 @@ from __future__ import annotations
 import numpy as np
 
 from converters.fold import FoldedSite
-from edgepatch.format.delta import Delta, TaskInfo
 from edgepatch.errors import NonFiniteError
+from edgepatch.format.delta import Delta, TaskInfo
+from edgepatch.format.names import BIAS, KERNEL, SCALE, tensor_name
 from edgepatch.kinds import get_kind
 from edgepatch.kinds.keras_sites import Site
 
 
 def site_roles(site: Site, kinds) -> set[str]:
     roles = {role for name in kinds for role in get_kind(name).delta_roles(site)}
-    if "kernel" in roles:
-        roles.discard("scale")  # a full kernel already holds the task's scale
+    if KERNEL in roles:
+        roles.discard(SCALE)  # a full kernel already holds the task's scale
     return roles
 
 
@@ -49,16 +50,16 @@ def make_delta(
         roles = site_roles(site, kinds)
         if not roles:
             continue
-        ratio = scale_ratio(task[site.name], base[site.name]) if "scale" in roles else None
-        if "scale" in roles and ratio is None:
-            roles = (roles - {"scale"}) | {"kernel"}
+        ratio = scale_ratio(task[site.name], base[site.name]) if SCALE in roles else None
+        if SCALE in roles and ratio is None:
+            roles = (roles - {SCALE}) | {KERNEL}
         ops[site.name] = site.op
-        if "scale" in roles:
-            tensors[f"{site.name}/scale"] = ratio
-        if "kernel" in roles:
-            tensors[f"{site.name}/kernel"] = task[site.name].kernel
-        if "bias" in roles:
-            tensors[f"{site.name}/bias"] = task[site.name].bias
+        if SCALE in roles:
+            tensors[tensor_name(site.name, SCALE)] = ratio
+        if KERNEL in roles:
+            tensors[tensor_name(site.name, KERNEL)] = task[site.name].kernel
+        if BIAS in roles:
+            tensors[tensor_name(site.name, BIAS)] = task[site.name].bias
     for name, value in tensors.items():
         if not np.all(np.isfinite(value)):
             raise NonFiniteError(f"task '{info.name}': delta tensor '{name}' is not finite")

@@ -18,7 +18,7 @@ from converters.tflite_rewrite import split_shared_inputs
 from edgepatch.format.delta import TaskInfo
 from edgepatch.errors import FoldError
 from edgepatch.format.int8_delta import BIAS_STEPS_PER_QUANTUM, Int8Delta, Refold, scale_codes_for
-from edgepatch.runtime.refold import sha256_hex
+from edgepatch.runtime.base_file import sha256_hex
 from edgepatch.runtime.tflite_file import TFLiteModel, parse_tflite
 
 CALIBRATION_LIMIT = 100  # images per representative dataset
@@ -199,7 +199,8 @@ MIN_COMPACT_AGREEMENT = 0.8
 AUTO_COMPACT_AGREEMENT = 0.99
 
 
-def _top1(runner, images: np.ndarray) -> np.ndarray:
+def top1(runner, images: np.ndarray) -> np.ndarray:
+    """The predicted class of each image, in batches of 32."""
     return np.concatenate([np.argmax(runner.predict(images[i:i + 32]), 1) for i in range(0, len(images), 32)])
 
 
@@ -230,14 +231,14 @@ def emit_int8(stage: str, folded_base_model, tasks, calibration_dir: str, base_r
         images = load_calibration(calibration_dir, info.name, info.resolution, preprocessing)
         task_bytes = export_int8(folded_task_model, images)
         reference = TFLiteRunner(task_bytes, info, 0.0, 1)
-        expected, expected_top1 = reference.predict(images), _top1(reference, images)
+        expected, expected_top1 = reference.predict(images), top1(reference, images)
         path = os.path.join(stage, f"{info.name}.int8.delta")
         checks = {}
         for mode in ("compact", "exact") if delta_mode == "auto" else (delta_mode,):
             size = write_int8_delta(path, make_int8_delta(base_bytes, task_bytes, info, mode == "compact"))
             patched = runtime_base.apply(read_int8_delta(path))
             error = float(np.max(np.abs(patched.predict(images) - expected)))
-            agreement = float(np.mean(_top1(patched, images) == expected_top1))
+            agreement = float(np.mean(top1(patched, images) == expected_top1))
             checks[mode] = {"bytes": size, "max_abs_vs_task_int8": error, "top1_agreement_vs_task_int8": agreement}
             if (mode == "exact" and error > 1e-6) or (mode == "compact" and agreement < MIN_COMPACT_AGREEMENT):
                 raise FoldError(f"task '{info.name}': int8 base + {mode} delta differs from its own int8 model by "

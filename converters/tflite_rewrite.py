@@ -6,14 +6,14 @@ the runtime reads the result with ``edgepatch.runtime.tflite_file``.
 Why these rewrites exist:
 
 - The converter names tensors with fused strings (``a/BiasAdd;a/conv;...``), so
-  the base gives each patch-site tensor an exact name (``{site}/kernel``).
+  the base gives each patch-site tensor an exact name (spec: *Site naming*).
 - The converter merges equal constants twice over: equal tensors (same type,
   shape and bytes) become *one tensor* read by several operators, and equal
   bytes behind different tensors become *one buffer*. Patching such a constant
   in place would change every user. ``split_shared_inputs`` gives operator
   inputs their own tensor and buffer; ``rewrite_tflite(unshare=...)`` gives
   tensors their own buffer.
-- Buffers come in two layouts (see ``tflite_file``). Every function here
+- Buffers come in two layouts (spec: *Bases*, Reading a .tflite base). Every function here
   accepts both and writes the inline layout, except ``to_external_buffer_layout``.
 
 Inline buffer data is written 16-byte aligned, as the schema asks

@@ -2,19 +2,45 @@
 
 A reader of the target sees the old complete content or the new complete
 content, never a mix, even if the writer is killed (SIGKILL) or the machine
-loses power after the call returns. Used by bundles (``pack``), the fetch
-cache and key files; runtime-safe (no numpy, no TensorFlow).
+loses power after the call returns. Used by bundles (``pack``), ``convert``'s
+output, the fetch cache and key files; runtime-safe (no numpy, no TensorFlow).
+
+Published directories (``make_stage_dir`` + ``replace_dir``) are made to be
+served: directories 0755 and files 0644, whatever the umask, so a web server
+running as another user can read them. Private keys are written 0600.
+
+Stale stages. A stage directory ``.<target>.<purpose>-XXXXXXXX`` (and the
+``.<target>.old-XXXXXXXX`` a replace sets aside) holds an exclusive ``flock``
+for as long as its process works on it; a killed process loses it. The next
+``make_stage_dir`` for the same target removes every such sibling whose lock
+it can take: a directory (not a link) with exactly that name shape, which no
+live process holds. Creating a stage and scanning for stale ones both hold a
+lock on the parent directory, so a fresh stage is never taken for a stale one.
+Where ``fcntl`` is missing nothing is locked and nothing is removed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import secrets
 import shutil
 import stat
 import tempfile
 
-from edgepatch.errors import MissingFileError
+from edgepatch.errors import MissingFileError, UsageError
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no locks, so no stale-stage cleanup
+    fcntl = None
+
+PUBLIC_DIR_MODE = 0o755
+PUBLIC_FILE_MODE = 0o644
+_PURPOSE = re.compile(r"[a-z]{1,16}")
+_ASIDE = "old"
+_LOCKS: dict[str, int] = {}  # stage or set-aside directory -> the fd holding its flock
 
 
 def fsync_dir(directory: str) -> None:
@@ -59,31 +85,140 @@ def write_bytes_atomic(path: str, data: bytes, mode: int = 0o666) -> int:
     return len(data)
 
 
+def _open_dir(path: str, follow: bool = False) -> int | None:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW))
+    except OSError:  # gone, a link, or not a directory
+        return None
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # held by a live process, or the file system has no locks
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _parent_locked(parent: str):
+    fd = _open_dir(parent, follow=True) if fcntl else None
+    try:
+        if fd is not None:
+            with contextlib.suppress(OSError):  # a file system without locks: go on unlocked
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the lock
+
+
+def _locked_temp_dir(parent: str, prefix: str) -> str:
+    """A new directory under ``parent`` whose flock this process holds until ``_release``."""
+    with _parent_locked(parent):
+        path = tempfile.mkdtemp(prefix=prefix, dir=parent)
+        fd = _open_dir(path) if fcntl else None
+        if fd is not None and _try_lock(fd):
+            _LOCKS[path] = fd
+        elif fd is not None:
+            os.close(fd)
+    return path
+
+
+def _release(path: str) -> None:
+    fd = _LOCKS.pop(path, None)
+    if fd is not None:
+        os.close(fd)
+
+
+def remove_stale_stages(target: str, purpose: str) -> list[str]:
+    """Remove the stage (``purpose``) and set-aside directories of ``target`` left by killed runs.
+
+    Returns:
+      The directories removed (see the module docstring for what counts as stale).
+    """
+    target = os.path.abspath(target)
+    parent, name = os.path.split(target)
+    for path in [p for p in _LOCKS if not os.path.lexists(p)]:
+        _release(path)  # stages this process made and a caller removed without replace_dir
+    if fcntl is None or not os.path.isdir(parent):
+        return []
+    pattern = re.compile(rf"\.{re.escape(name)}\.(?:{purpose}|{_ASIDE})-[a-z0-9_]{{8}}")
+    stale = []
+    with _parent_locked(parent):
+        for entry in sorted(os.listdir(parent)):
+            fd = _open_dir(os.path.join(parent, entry)) if pattern.fullmatch(entry) else None
+            if fd is not None and _try_lock(fd):
+                stale.append((os.path.join(parent, entry), fd))
+            elif fd is not None:
+                os.close(fd)
+    for path, fd in stale:
+        shutil.rmtree(path, ignore_errors=True)
+        os.close(fd)
+    return [path for path, _ in stale]
+
+
 def make_stage_dir(target: str, purpose: str) -> str:
-    """A fresh temp directory beside ``target`` (same file system, so renames are atomic)."""
-    parent = os.path.dirname(os.path.abspath(target))
+    """A fresh, locked temp directory (mode 0755) beside ``target``, on the same file system.
+
+    First removes the stale stages of earlier, killed runs for ``target`` (``remove_stale_stages``).
+
+    Raises:
+      UsageError: ``purpose`` is not 1..16 lowercase letters.
+    """
+    if not (isinstance(purpose, str) and _PURPOSE.fullmatch(purpose)) or purpose == _ASIDE:
+        raise UsageError(f"stage purpose must be 1..16 lowercase letters other than '{_ASIDE}'; received {purpose!r}")
+    target = os.path.abspath(target)
+    parent = os.path.dirname(target)
     os.makedirs(parent, exist_ok=True)
-    return tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.{purpose}-", dir=parent)
+    remove_stale_stages(target, purpose)
+    stage = _locked_temp_dir(parent, f".{os.path.basename(target)}.{purpose}-")
+    os.chmod(stage, PUBLIC_DIR_MODE)
+    return stage
+
+
+def discard_stage(stage: str) -> None:
+    """Remove a stage that will not be published, and release its lock."""
+    shutil.rmtree(stage, ignore_errors=True)
+    _release(os.path.abspath(stage))
+
+
+def _make_public(root: str) -> None:
+    """Directories 0755 and regular files 0644 under ``root`` (links are left alone)."""
+    os.chmod(root, PUBLIC_DIR_MODE)
+    for directory, subdirs, files in os.walk(root):
+        for name in subdirs:
+            if not os.path.islink(os.path.join(directory, name)):
+                os.chmod(os.path.join(directory, name), PUBLIC_DIR_MODE)
+        for name in files:
+            path = os.path.join(directory, name)
+            if stat.S_ISREG(os.lstat(path).st_mode):
+                os.chmod(path, PUBLIC_FILE_MODE)
 
 
 def replace_dir(stage: str, target: str) -> None:
-    """Move the complete directory ``stage`` to ``target``, replacing what was there.
+    """Publish the complete directory ``stage`` as ``target``, replacing what was there.
 
-    The old directory is first moved aside, so a kill between the two renames
-    leaves the target absent (never half-written); the old copy then sits in a
-    ``.<name>.old-*`` sibling. Both directories must be on one file system.
+    The tree is first made world-readable (``_make_public``). The old directory
+    is moved aside before the stage is renamed in, so a kill between the two
+    renames leaves the target absent (never half-written); the old copy then
+    sits in a ``.<name>.old-*`` sibling, which the next ``make_stage_dir``
+    removes. Both directories must be on one file system.
     """
-    target = os.path.abspath(target)
+    stage, target = os.path.abspath(stage), os.path.abspath(target)
     parent = os.path.dirname(target)
+    _make_public(stage)
     fsync_dir(stage)
     aside = None
     if os.path.lexists(target):
-        aside = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.old-", dir=parent)
+        aside = _locked_temp_dir(parent, f".{os.path.basename(target)}.{_ASIDE}-")
         os.rename(target, os.path.join(aside, "old"))
     os.rename(stage, target)
+    _release(stage)
     fsync_dir(parent)
     if aside is not None:
         shutil.rmtree(aside)
+        _release(aside)
 
 
 def is_regular_file(path: str) -> bool:

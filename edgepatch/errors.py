@@ -77,5 +77,17 @@ class IntegrityError(BundleError):
     """A bundle file's size or sha256 differs from what its manifest lists."""
 
 
+class RollbackError(BundleError):
+    """A fetched manifest's model version is lower than the active one, or equal with other content."""
+
+
+class UnsafeCacheError(BundleError):
+    """A cache file fetch would write is a symbolic link or not a regular file; nothing is written through it."""
+
+
 class FetchError(EdgepatchError):
     """A download failed: connection error, HTTP status, or a response of the wrong size."""
+
+
+class FetchTimeoutError(FetchError):
+    """A fetch ran past its overall deadline, or transferred slower than its minimum rate."""

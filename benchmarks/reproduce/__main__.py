@@ -160,8 +160,7 @@ def main(argv=None) -> int:
     schedule = Schedule(plan, roles, runner, args.experiments)
     finished = False
     try:
-        with cache.installed():
-            schedule.run_all()
+        schedule.run_all()
         finished = True
     finally:
         save(runner.records, finished)

@@ -1,18 +1,16 @@
 """Decoded-image cache shared by every run of one process, and the derived far-domain dataset.
 
-``edgepatch.train.transfer.train`` and ``edgepatch.train.multitask.train_multitask`` build
-their input pipelines with ``edgepatch.train.data.make_dataset``, which decodes
-every JPEG again for each run. ``DecodedCache.installed()`` swaps that name
-in those two modules for a memoised version for the duration of a ``with``
-block: images are decoded once per (file list, resolution, preprocessing)
-by the original ``make_dataset`` itself, so the values are bit-identical,
-and later pipelines are sliced from the arrays in memory with the same
-shuffle, batch and prefetch steps.
+``edgepatch.train.data.make_dataset`` decodes every JPEG again for each
+pipeline. ``DecodedCache.make_dataset`` is a drop-in ``PipelineBuilder``
+that the runs hand to ``train(..., pipeline=)`` and ``train_multitask(...,
+pipeline=)``: images are decoded once per (file list, resolution,
+preprocessing) by the original ``make_dataset`` itself, so the values are
+bit-identical, and later pipelines are sliced from the arrays in memory with
+the same shuffle, batch and prefetch steps.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -57,22 +55,6 @@ class DecodedCache:
         if shuffle:
             dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
         return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-    @contextlib.contextmanager
-    def installed(self):
-        """Make the training API build its pipelines through this cache inside the block."""
-        import edgepatch.train.multitask
-        import edgepatch.train.transfer
-
-        modules = (edgepatch.train.transfer, edgepatch.train.multitask)
-        saved = [module.make_dataset for module in modules]
-        for module in modules:
-            module.make_dataset = self.make_dataset
-        try:
-            yield self
-        finally:
-            for module, original in zip(modules, saved):
-                module.make_dataset = original
 
 
 def _source_fingerprint(files: list[str], source: str) -> str:

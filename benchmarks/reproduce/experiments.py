@@ -37,7 +37,7 @@ class Roles:
 
 def _fallback_lr(variant: str) -> float:
     from benchmarks.reproduce.plan import VARIANTS
-    from edgepatch.train.transfer import default_learning_rate
+    from edgepatch.kinds import default_learning_rate
 
     return default_learning_rate(VARIANTS[variant][0])
 

@@ -101,7 +101,8 @@ def _release() -> None:
 
 def run_transfer(ctx: Context, spec: TransferSpec) -> dict:
     """Train one variant with ``edgepatch.train.transfer.train``; return its record."""
-    from edgepatch.train.transfer import TrainConfig, reestimate_bn_statistics, train
+    from edgepatch.kinds import reestimate_statistics
+    from edgepatch.train.transfer import TrainConfig, train
 
     trained, stats_first = VARIANTS[spec.variant]
     split = ctx.split(spec.dataset)
@@ -111,10 +112,10 @@ def run_transfer(ctx: Context, spec: TransferSpec) -> dict:
     if stats_first:  # paper table 6, row 2: statistics re-estimated on the task's data, then the head trained
         data = ctx.cache.make_dataset(split.train, spec.resolution, task.preprocessing, spec.batch_size, True,
                                       spec.seed)
-        reestimate_bn_statistics(model, data, max_batches=100)
+        reestimate_statistics(model, data, max_batches=100)
     config = TrainConfig(trained=trained, epochs=spec.epochs, learning_rate=spec.lr, batch_size=spec.batch_size,
                          bn_stats=spec.bn_stats, bn_momentum=ctx.bn_momentum, seed=spec.seed)
-    result = train(model, split, task, config, verbose=0)
+    result = train(model, split, task, config, verbose=0, pipeline=ctx.cache.make_dataset)
     record = {
         "kind": "transfer", "key": spec.key, **asdict(spec),
         "trained": list(trained), "bn_statistics_reestimated_before_training": stats_first,
@@ -140,17 +141,16 @@ def _unique_parameter_count(models) -> int:
 def reestimate_shared_statistics(models, datasets, batches_per_task: int) -> None:
     """Re-estimate BN moving statistics over all tasks' data, for BN layers that tasks share.
 
-    ``train_multitask`` re-estimates statistics only when ``scale_bias`` is
-    private. Otherwise BN trained in training mode keeps moving statistics
+    ``train_multitask`` re-estimates statistics only when a private kind owns
+    them (``scale_bias``). Otherwise BN trained in training mode keeps moving statistics
     that moved 0.1% per step (momentum 0.999). This sets every BN layer's
     statistics to the running mean of the batch statistics over
     ``batches_per_task`` batches of each model's data, taken in turn, so a
     layer shared by all tasks gets the average over all of them.
     """
-    from edgepatch.kinds import get_kind
+    from edgepatch.kinds import batch_norm_layers
 
-    kind = get_kind("scale_bias")
-    per_model = [kind.layers(model) for model in models]
+    per_model = [batch_norm_layers(model) for model in models]
     layers = {id(layer): layer for group in per_model for layer in group}
     saved = {key: (layer.trainable, layer.momentum) for key, layer in layers.items()}
     seen = dict.fromkeys(layers, 0)
@@ -176,6 +176,7 @@ def reestimate_shared_statistics(models, datasets, batches_per_task: int) -> Non
 
 def _train_group(ctx: Context, spec: MultiSpec, tasks: tuple, private: tuple) -> list:
     """One call of ``train_multitask`` over ``tasks``; returns the filled TaskRuns."""
+    from edgepatch.kinds import statistics_are_private
     from edgepatch.train.multitask import MultiTaskConfig, TaskRun, train_multitask
     from edgepatch.train.transfer import accuracy
 
@@ -183,10 +184,10 @@ def _train_group(ctx: Context, spec: MultiSpec, tasks: tuple, private: tuple) ->
     base = _fresh_model(ctx, "imagenet", tasks[0][1], len(runs[0].split.classes), spec.seed)
     config = MultiTaskConfig(private=private, epochs=spec.epochs, learning_rate=spec.lr,
                              batch_size=spec.batch_size, seed=spec.seed)
-    train_multitask(base, runs, config, verbose=0)
+    train_multitask(base, runs, config, verbose=0, pipeline=ctx.cache.make_dataset)
     for run in runs:
         run.api_test_accuracy = run.test_accuracy
-    if "scale_bias" not in private:  # see reestimate_shared_statistics
+    if not statistics_are_private(private):  # see reestimate_shared_statistics
         data = [ctx.cache.make_dataset(r.split.train, r.info.resolution, r.info.preprocessing, spec.batch_size,
                                        True, spec.seed + i) for i, r in enumerate(runs)]
         reestimate_shared_statistics([r.model for r in runs], data, config.reestimate_batches)
@@ -198,6 +199,8 @@ def _train_group(ctx: Context, spec: MultiSpec, tasks: tuple, private: tuple) ->
 
 def run_multi(ctx: Context, spec: MultiSpec) -> dict:
     """Train all tasks of ``spec`` together (or each alone for 'independent'); return the record."""
+    from edgepatch.kinds import statistics_are_private
+
     private = MULTI_CONFIGS[spec.config]
     started = time.perf_counter()
     if private is None:
@@ -216,7 +219,7 @@ def run_multi(ctx: Context, spec: MultiSpec) -> dict:
             for (name, res), run in zip(spec.tasks, runs)
         ],
         "total_parameters": _unique_parameter_count(models),
-        "shared_statistics_reestimated": private is None or "scale_bias" not in private,
+        "shared_statistics_reestimated": private is None or not statistics_are_private(private),
         "seconds": round(time.perf_counter() - started, 1),
     }
     del runs, models

@@ -23,8 +23,8 @@ allocator, page-cache or thread-pool state carries over. In that process:
    medians taken under the same load: ``latency_ms`` {median, p90, min} and
    ``base_latency_ms``;
 6. ``swaps`` swaps cycling through the deltas, each timed from the delta's
-   bytes on disk to a runner ready at that resolution (``read_delta`` +
-   ``apply``): ``swap_ms`` {median, min} and its parts ``read_ms``/``apply_ms``.
+   bytes on disk to a runner ready at that resolution (``read_task_delta``,
+   one read and verification, + ``apply``): ``swap_ms`` {median, min} and its parts ``read_ms``/``apply_ms``.
 
 Without a delta, the base itself is the task and steps 5-6 drop their
 base comparison and swap fields (null). Inputs are uniform noise in the
@@ -109,13 +109,15 @@ def _timed_runs(runners: list, image: np.ndarray, runs: int) -> list[list[float]
     return times
 
 
-def _swaps(base, spec: WorkerSpec, read_delta) -> dict:
+def _swaps(base, spec: WorkerSpec) -> dict:
+    from edgepatch.runtime import read_task_delta
+
     read, apply, total = [], [], []
     runner = None
     for index in range(spec.swaps):
         path = spec.deltas[index % len(spec.deltas)]
         start = time.perf_counter()
-        delta = read_delta(path)
+        delta = read_task_delta(path)
         loaded = time.perf_counter()
         runner = base.apply(delta, spec.resolution)  # the old runner lives until this returns, as in an app
         done = time.perf_counter()
@@ -150,13 +152,13 @@ def _resident_tasks(base, spec: WorkerSpec) -> dict:
 
 def measure(spec: WorkerSpec) -> dict:
     """Measure one configuration in this process (see the module docstring)."""
-    from edgepatch.runtime import read_task_delta as read_delta
+    from edgepatch.runtime import read_task_delta
 
     import_rss = _peak_rss_mib()
     image = np.random.default_rng(spec.seed).uniform(-1, 1, (1, spec.resolution, spec.resolution, 3)).astype(np.float32)
     start = time.perf_counter()
     base = _open_base(spec)
-    delta = read_delta(spec.deltas[0]) if spec.deltas else None
+    delta = read_task_delta(spec.deltas[0]) if spec.deltas else None
     runner = base.apply(delta, spec.resolution)
     init = time.perf_counter() - start
     first = runner.time_one(image)
@@ -185,7 +187,7 @@ def measure(spec: WorkerSpec) -> dict:
     row.update(latency_ms=_summary(times), base_latency_ms=_summary(base_times),
                patched_vs_base=round(float(np.median(times) / np.median(base_times)), 4))
     del base_runner, runner
-    row.update(_swaps(base, spec, read_delta))
+    row.update(_swaps(base, spec))
     return row
 
 
@@ -244,7 +246,7 @@ def run_bench(config: BenchConfig, progress=None) -> dict:
         "swaps": config.swaps if config.deltas else 0, "onnx_swap": config.onnx_swap,
         "cpu_count": os.cpu_count(), "versions": runtime_versions(),
         "method": "each configuration in a fresh process; task and base runs interleaved; "
-                  "swap = read_delta + apply from the file on disk (see edgepatch/apps/bench.py)",
+                  "swap = read_task_delta + apply from the file on disk (see edgepatch/apps/bench.py)",
         "results": rows, "total_seconds": round(time.perf_counter() - start, 2),
     }
 

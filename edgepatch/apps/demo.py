@@ -53,18 +53,143 @@ def _test_arrays(split, task: TaskInfo) -> tuple[np.ndarray, np.ndarray]:
     return load_images([p for p, _ in split.test], task), np.array([label for _, label in split.test])
 
 
+@dataclass(frozen=True)
+class _Trained:
+    """What training left: the base, each task's images, and per transfer task its patch and baseline."""
+
+    base: object  # the pretrained Keras base
+    splits: dict  # task -> its train/test image split
+    patch_paths: dict  # transfer task -> its .patch file
+    logits_only: dict  # transfer task -> test accuracy when only the head is trained
+
+
+@dataclass(frozen=True)
+class _Shipped:
+    """The converted output, loaded once: a float base per runtime and the int8 base."""
+
+    converted: object  # converters.convert.ConvertResult
+    ship: str
+    runtimes: dict  # format -> float base
+    int8_base: object
+
+
+def _task_info(name: str, split, settings: DemoSettings) -> TaskInfo:
+    from edgepatch.train.models import BACKBONES
+
+    return TaskInfo(name, split.classes, settings.resolution, BACKBONES["mobilenet_v2"].preprocessing)
+
+
+def _pretrain_base(splits: dict, settings: DemoSettings):
+    """Step 2: a small MobileNetV2, every layer trained, on the ``shapes`` labels: the shared base."""
+    from edgepatch.kinds import whole_model_kinds
+    from edgepatch.train.models import build_classifier
+    from edgepatch.train.transfer import TrainConfig, train
+
+    base = build_classifier(alpha=settings.alpha, resolution=settings.resolution, weights="none",
+                            num_classes=len(splits[PRETRAIN_TASK].classes), seed=settings.seed)
+    pretrain = TrainConfig(trained=whole_model_kinds(), epochs=settings.pretrain_epochs, learning_rate=settings.pretrain_lr,
+                           batch_size=settings.batch_size, bn_stats="reestimate", seed=settings.seed)
+    train(base, splits[PRETRAIN_TASK], _task_info(PRETRAIN_TASK, splits[PRETRAIN_TASK], settings), pretrain)
+    return base
+
+
+def _transfer(base, name: str, kinds: tuple[str, ...], splits: dict, settings: DemoSettings):
+    """Train ``kinds`` of a copy of ``base`` with a new head for task ``name``."""
+    import keras
+
+    from edgepatch.train.models import with_new_head
+    from edgepatch.train.transfer import TrainConfig, train
+
+    copy = keras.models.clone_model(base)
+    copy.set_weights(base.get_weights())
+    model = with_new_head(copy, len(splits[name].classes), settings.seed)
+    config = TrainConfig(trained=kinds, epochs=settings.transfer_epochs, learning_rate=settings.transfer_lr,
+                         batch_size=settings.batch_size, seed=settings.seed)
+    return train(model, splits[name], _task_info(name, splits[name], settings), config)
+
+
+def _train_transfer_patches(base, splits: dict, settings: DemoSettings, out_dir: str) -> _Trained:
+    """Step 3: a scale-and-bias + logits patch per transfer task, written to ``out_dir/patches/``."""
+    from edgepatch.train.patchfile import write_patch
+
+    patch_paths, logits_only = {}, {}
+    for name in TRANSFER_TASKS:
+        result = _transfer(base, name, ("scale_bias", "logits"), splits, settings)
+        patch_paths[name] = os.path.join(out_dir, "patches", f"{name}.patch")
+        os.makedirs(os.path.dirname(patch_paths[name]), exist_ok=True)
+        write_patch(patch_paths[name], result.patch)
+        logits_only[name] = _transfer(base, name, ("logits",), splits, settings).test_accuracy  # the baseline the paper beats
+    return _Trained(base, splits, patch_paths, logits_only)
+
+
+def _link_calibration_images(out_dir: str, data_dirs: dict) -> str:
+    """``out_dir/calibration/<base|task>/``: links to the training images each one is calibrated on."""
+    calibration = os.path.join(out_dir, "calibration")
+    os.makedirs(calibration)
+    for name, source in (("base", PRETRAIN_TASK), *((t, t) for t in TRANSFER_TASKS)):
+        os.symlink(os.path.abspath(os.path.join(data_dirs[source], "train")), os.path.join(calibration, name))
+    return calibration
+
+
+def _load_shipped(converted, ship: str) -> _Shipped:
+    from edgepatch.runtime import OnnxBase, TFLiteBase, load_base
+
+    runtimes = {"tflite": TFLiteBase.from_file(converted.base_files["tflite"]),
+                "onnx": OnnxBase.from_file(converted.base_files["onnx"])}
+    return _Shipped(converted, ship, runtimes, load_base(os.path.join(ship, "base_int8.tflite")))
+
+
+def _evaluate_task(name: str, trained: _Trained, shipped: _Shipped, settings: DemoSettings) -> dict:
+    """Step 5, per task: test accuracy on Keras and every runtime, delta sizes, runtime-vs-Keras parity."""
+    from converters.convert import task_model
+    from edgepatch.runtime import read_delta, read_task_delta
+    from edgepatch.train.patchfile import read_patch
+
+    converted = shipped.converted
+    info = _task_info(name, trained.splits[name], settings)
+    images, labels = _test_arrays(trained.splits[name], info)
+    if name == PRETRAIN_TASK:
+        delta, keras_model, delta_bytes = None, trained.base, 0
+    else:
+        delta = read_delta(converted.deltas[name])
+        keras_model = task_model(trained.base, read_patch(trained.patch_paths[name]), name)
+        delta_bytes = converted.delta_bytes[name]
+    runners = {fmt: runtime.apply(delta) for fmt, runtime in shipped.runtimes.items()}
+    int8_delta = None if delta is None else read_task_delta(os.path.join(shipped.ship, f"{name}.int8.delta"))
+    int8_runner = shipped.int8_base.apply(int8_delta, settings.resolution)
+    int8_bytes = 0 if delta is None else converted.int8["deltas"][name]["bytes"]
+    keras_logits = np.asarray(keras_model(images[:8], training=False))
+    return {
+        "name": name,
+        "role": "base" if delta is None else "delta",
+        "classes": list(info.classes),
+        "delta_bytes": delta_bytes,
+        "percent_of_base": 100.0 * delta_bytes / converted.base_bytes["tflite"],
+        "accuracy": {
+            "keras": _accuracy(lambda x: np.asarray(keras_model(x, training=False)), images, labels),
+            **{fmt: _accuracy(r.predict, images, labels) for fmt, r in runners.items()},
+            "int8": _accuracy(int8_runner.predict, images, labels),
+        },
+        "int8_delta_bytes": int8_bytes,
+        "int8_delta_mode": None if delta is None else converted.int8["deltas"][name]["mode"],
+        "int8_percent_of_base": 100.0 * int8_bytes / converted.int8["base_bytes"],
+        "parity_max_abs": {
+            fmt: float(np.max(np.abs(r.predict(images[:8])[:, : keras_logits.shape[1]] - keras_logits)))
+            for fmt, r in runners.items()
+        },
+        "swap_ms": {fmt: r.swap_seconds * 1e3 for fmt, r in runners.items()},
+        "logits_only_accuracy": trained.logits_only.get(name),
+    }
+
+
 def run_demo(out_dir: str, quick: bool = False) -> dict:
     """Run the demo into ``out_dir`` (replaced) and return the report as a dict."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
+    import keras  # noqa: F401  (TensorFlow loads before the clock starts: "seconds" leaves its import out)
 
-    from converters.convert import convert, task_model
-    from edgepatch.train.data import scan_image_folders
+    from converters.convert import convert
     from edgepatch.apps.demo_data import write_datasets
-    from edgepatch.train.models import BACKBONES, build_classifier, with_new_head
-    from edgepatch.train.patchfile import read_patch, write_patch
-    from edgepatch.runtime import OnnxBase, TFLiteBase, load_base, read_delta, read_task_delta
-    from edgepatch.train.transfer import TrainConfig, train
+    from edgepatch.train.data import scan_image_folders
 
     settings = QUICK if quick else DemoSettings()
     started = time.perf_counter()
@@ -72,87 +197,22 @@ def run_demo(out_dir: str, quick: bool = False) -> dict:
     os.makedirs(out_dir)
     data_dirs = write_datasets(os.path.join(out_dir, "data"), settings.train_per_class, settings.test_per_class,
                                settings.resolution, settings.seed)
-    preprocessing = BACKBONES["mobilenet_v2"].preprocessing
-
-    def task_info(name, split):
-        return TaskInfo(name, split.classes, settings.resolution, preprocessing)
-
     splits = {name: scan_image_folders(path) for name, path in data_dirs.items()}
-    base = build_classifier(alpha=settings.alpha, resolution=settings.resolution, weights="none",
-                            num_classes=len(splits[PRETRAIN_TASK].classes), seed=settings.seed)
-    pretrain = TrainConfig(trained=("full",), epochs=settings.pretrain_epochs, learning_rate=settings.pretrain_lr,
-                           batch_size=settings.batch_size, bn_stats="reestimate", seed=settings.seed)
-    train(base, splits[PRETRAIN_TASK], task_info(PRETRAIN_TASK, splits[PRETRAIN_TASK]), pretrain)
+    base = _pretrain_base(splits, settings)
     base_path = os.path.join(out_dir, "base.keras")
     base.save(base_path)
-
-    def transfer(name, kinds):
-        copy = keras.models.clone_model(base)
-        copy.set_weights(base.get_weights())
-        model = with_new_head(copy, len(splits[name].classes), settings.seed)
-        config = TrainConfig(trained=kinds, epochs=settings.transfer_epochs, learning_rate=settings.transfer_lr,
-                             batch_size=settings.batch_size, seed=settings.seed)
-        return train(model, splits[name], task_info(name, splits[name]), config)
-
-    patch_paths, logits_only = [], {}
-    for name in TRANSFER_TASKS:
-        result = transfer(name, ("scale_bias", "logits"))
-        patch_paths.append(os.path.join(out_dir, "patches", f"{name}.patch"))
-        os.makedirs(os.path.dirname(patch_paths[-1]), exist_ok=True)
-        write_patch(patch_paths[-1], result.patch)
-        logits_only[name] = transfer(name, ("logits",)).test_accuracy  # the baseline the paper beats
-
+    trained = _train_transfer_patches(base, splits, settings, out_dir)
     ship = os.path.join(out_dir, "ship")
-    calibration = os.path.join(out_dir, "calibration")
-    os.makedirs(calibration)
-    for name, source in (("base", PRETRAIN_TASK), *((t, t) for t in TRANSFER_TASKS)):
-        os.symlink(os.path.abspath(os.path.join(data_dirs[source], "train")), os.path.join(calibration, name))
-    converted = convert(base_path, patch_paths, ship, quantize="int8", calibration_dir=calibration)
-    runtimes = {"tflite": TFLiteBase.from_file(converted.base_files["tflite"]),
-                "onnx": OnnxBase.from_file(converted.base_files["onnx"])}
-    int8_base = load_base(os.path.join(ship, "base_int8.tflite"))
-    tasks = []
-    for name in (PRETRAIN_TASK, *TRANSFER_TASKS):
-        info = task_info(name, splits[name])
-        images, labels = _test_arrays(splits[name], info)
-        if name == PRETRAIN_TASK:
-            delta, keras_model, delta_bytes = None, base, 0
-        else:
-            delta = read_delta(converted.deltas[name])
-            keras_model = task_model(base, read_patch(patch_paths[TRANSFER_TASKS.index(name)]), name)
-            delta_bytes = converted.delta_bytes[name]
-        runners = {fmt: runtime.apply(delta) for fmt, runtime in runtimes.items()}
-        int8_delta = None if delta is None else read_task_delta(os.path.join(ship, f"{name}.int8.delta"))
-        int8_runner = int8_base.apply(int8_delta, settings.resolution)
-        int8_bytes = 0 if delta is None else converted.int8["deltas"][name]["bytes"]
-        keras_logits = np.asarray(keras_model(images[:8], training=False))
-        tasks.append({
-            "name": name,
-            "role": "base" if delta is None else "delta",
-            "classes": list(info.classes),
-            "delta_bytes": delta_bytes,
-            "percent_of_base": 100.0 * delta_bytes / converted.base_bytes["tflite"],
-            "accuracy": {
-                "keras": _accuracy(lambda x: np.asarray(keras_model(x, training=False)), images, labels),
-                **{fmt: _accuracy(r.predict, images, labels) for fmt, r in runners.items()},
-                "int8": _accuracy(int8_runner.predict, images, labels),
-            },
-            "int8_delta_bytes": int8_bytes,
-            "int8_delta_mode": None if delta is None else converted.int8["deltas"][name]["mode"],
-            "int8_percent_of_base": 100.0 * int8_bytes / converted.int8["base_bytes"],
-            "parity_max_abs": {
-                fmt: float(np.max(np.abs(r.predict(images[:8])[:, : keras_logits.shape[1]] - keras_logits)))
-                for fmt, r in runners.items()
-            },
-            "swap_ms": {fmt: r.swap_seconds * 1e3 for fmt, r in runners.items()},
-            "logits_only_accuracy": logits_only.get(name),
-        })
+    calibration = _link_calibration_images(out_dir, data_dirs)
+    converted = convert(base_path, list(trained.patch_paths.values()), ship, quantize="int8",
+                        calibration_dir=calibration)
+    shipped = _load_shipped(converted, ship)
     return {
         "out_dir": out_dir,
         "settings": settings.__dict__,
         "base_bytes": {**converted.base_bytes, "tflite_int8": converted.int8["base_bytes"]},
         "base_files": converted.base_files,
-        "tasks": tasks,
+        "tasks": [_evaluate_task(name, trained, shipped, settings) for name in (PRETRAIN_TASK, *TRANSFER_TASKS)],
         "seconds": time.perf_counter() - started,
     }
 

@@ -18,55 +18,65 @@ def _size(path: str) -> int:
 
 def describe_base(path: str) -> dict:
     from edgepatch.runtime import load_base
+    from edgepatch.runtime.refold import head_width
+    from edgepatch.runtime.tflite_int8 import TFLiteInt8Base
 
     base = load_base(path)
+    described = {"kind": "base", "path": path, "format": base.format, "bytes": len(base.bytes), "sha256": base.sha256}
+    if isinstance(base, TFLiteInt8Base):  # sites are float re-fold targets; an int8 base lists its ops instead
+        return {**described, "tensors": len(base.model.tensors),
+                "ops": dict(Counter(op.opcode for op in base.model.ops))}
     site_parameters = sum(s.kernel.count + s.bias.count for s in base.sites.values())
-    head = [s for s in base.sites.values() if s.op == "dense"]
     return {
-        "kind": "base",
-        "path": path,
-        "format": base.format,
-        "bytes": len(base.bytes),
-        "sha256": base.sha256,
+        **described,
         "sites": len(base.sites),
         "sites_by_op": dict(Counter(s.op for s in base.sites.values())),
         "site_parameters": site_parameters,
-        "head_width": head[0].bias.shape[0] if head else 0,
+        "head_width": head_width(base.sites),
     }
 
 
-def _find_base(delta_path: str, base_path: str | None) -> str | None:
+def _find_base(delta_path: str, base_path: str | None, name: str) -> str | None:
     if base_path is not None:
         return base_path
-    beside = os.path.join(os.path.dirname(os.path.abspath(delta_path)), "base.tflite")
+    beside = os.path.join(os.path.dirname(os.path.abspath(delta_path)), name)
     return beside if os.path.isfile(beside) else None
 
 
-def describe_delta(path: str, base_path: str | None) -> dict:
-    from edgepatch.format.delta import read_delta, read_tensor_file
+def _float_delta(delta, dtypes: list[str]) -> dict:
+    from edgepatch.format.names import split_name
 
-    size = _size(path)
-    delta = read_delta(path)
-    stored = read_tensor_file(path, "delta")
     by_role = Counter()
     for name, value in delta.tensors.items():
-        by_role[name.rsplit("/", 1)[1]] += int(value.size)
-    result = {
-        "kind": "delta",
-        "path": path,
-        "task": delta.task.name,
-        "classes": list(delta.task.classes),
-        "resolution": delta.task.resolution,
-        "kinds": list(delta.kinds),
-        "dtype": sorted({str(v.dtype) for v in stored.tensors.values()}),
-        "sites": len(delta.sites),
-        "tensors": len(delta.tensors),
-        "parameters": sum(by_role.values()),
-        "parameters_by_role": dict(by_role),
-        "bytes": size,
-        "base_sha256": delta.base_sha256,
-    }
-    base = _find_base(path, base_path)
+        by_role[split_name(name)[1]] += int(value.size)
+    return {"kind": "delta", "kinds": list(delta.kinds), "dtype": dtypes, "sites": len(delta.sites),
+            "tensors": len(delta.tensors), "parameters": sum(by_role.values()), "parameters_by_role": dict(by_role),
+            "base_sha256": delta.base_sha256}
+
+
+def _int8_delta(delta, dtypes: list[str]) -> dict:
+    from edgepatch.format.int8_delta import BASE_FORMAT
+
+    return {"kind": "int8_delta", "kinds": list(delta.kinds), "dtype": dtypes, "quant_tensors": len(delta.quant),
+            "data_tensors": len(delta.data), "edited_tensors": len(delta.edits), "refolds": len(delta.refolds),
+            "base_sha256": {BASE_FORMAT: delta.base_sha256}}
+
+
+def describe_delta(path: str, base_path: str | None) -> dict:
+    """A task delta, float or int8 (read and verified once); with its base's size when one is found."""
+    from edgepatch.format.container import read_tensor_file
+    from edgepatch.format.delta import Delta
+    from edgepatch.runtime.files import TASK_DELTA_KINDS, task_delta_from_file
+
+    size = _size(path)
+    stored = read_tensor_file(path, TASK_DELTA_KINDS)
+    delta = task_delta_from_file(stored, path)
+    dtypes = sorted({str(v.dtype) for v in stored.tensors.values()})
+    info = _float_delta(delta, dtypes) if isinstance(delta, Delta) else _int8_delta(delta, dtypes)
+    base_sha256 = info.pop("base_sha256")
+    result = {"kind": info.pop("kind"), "path": path, "task": delta.task.name, "classes": list(delta.task.classes),
+              "resolution": delta.task.resolution, **info, "bytes": size, "base_sha256": base_sha256}
+    base = _find_base(path, base_path, "base.tflite" if isinstance(delta, Delta) else "base_int8.tflite")
     if base is not None:
         base_bytes = _size(base)
         result.update(base=base, base_bytes=base_bytes, percent_of_base=100.0 * size / base_bytes)
@@ -96,7 +106,7 @@ def describe_patch(path: str) -> dict:
 def describe_checkpoint(path: str) -> dict:
     """Parameter counts of a Keras checkpoint per patch kind (imports TensorFlow, unlike the others)."""
     from edgepatch.train.models import load_checkpoint
-    from edgepatch.kinds import get_kind, kind_names
+    from edgepatch.kinds import get_kind, patch_kind_names
     from edgepatch.kinds.keras_sites import find_sites
 
     _size(path)
@@ -105,7 +115,7 @@ def describe_checkpoint(path: str) -> dict:
         "kind": "checkpoint",
         "path": path,
         "parameters": int(model.count_params()),
-        "parameters_by_kind": {name: get_kind(name).parameter_count(model) for name in kind_names()},
+        "parameters_by_kind": {name: get_kind(name).parameter_count(model) for name in patch_kind_names()},
         "sites": len(find_sites(model)),
         "input_shape": list(model.inputs[0].shape[1:]),
         "bytes": os.path.getsize(path),

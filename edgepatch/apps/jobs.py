@@ -19,15 +19,15 @@ def _quiet_tensorflow() -> None:
 def train_command(*, backbone, alpha, resolution, weights, data_dir, task_name, patch_spec, epochs, lr,
                   batch_size, bn_stats, bn_momentum, holdout, seed, out_dir, strategy="none") -> dict:
     """Transfer-train one task; write OUT/base.keras and OUT/<task>.patch."""
-    from edgepatch.train.data import scan_image_folders
     from edgepatch.format.delta import TaskInfo
-    from edgepatch.train.strategy import make_strategy
+    from edgepatch.kinds import DEFAULT_BN_STATS, makes_patch, parse_trained_kinds
+    from edgepatch.train.data import scan_image_folders
     from edgepatch.train.models import BACKBONES, with_new_head
-    from edgepatch.kinds import parse_kinds
     from edgepatch.train.patchfile import write_patch
-    from edgepatch.train.transfer import DEFAULT_BN_STATS, TrainConfig, train
+    from edgepatch.train.strategy import make_strategy
+    from edgepatch.train.transfer import TrainConfig, train
 
-    trained = ("full",) if patch_spec == "full" else parse_kinds(patch_spec)
+    trained = parse_trained_kinds(patch_spec)
     config = TrainConfig(trained=trained, epochs=epochs, learning_rate=lr, batch_size=batch_size,
                          bn_stats=bn_stats or DEFAULT_BN_STATS, bn_momentum=bn_momentum, seed=seed,
                          backup_dir=os.path.join(out_dir, ".train-backup"))
@@ -39,21 +39,21 @@ def train_command(*, backbone, alpha, resolution, weights, data_dir, task_name, 
         base = _starting_model(backbone, alpha, resolution, weights, len(split.classes), seed)
     task = TaskInfo(name, split.classes, resolution, BACKBONES[backbone].preprocessing)
     os.makedirs(out_dir, exist_ok=True)
-    full = trained == ("full",)
-    if not full:
+    writes_patch = makes_patch(trained)  # else a whole fine-tuned model, OUT/model.keras
+    if writes_patch:
         base_path = os.path.join(out_dir, "base.keras")
         _save_model_atomic(base, base_path)  # the shared weights, before training touches any layer
     with distribution.scope():
         model = with_new_head(base, len(split.classes), seed) if weights.endswith(".keras") else base
         result = train(model, split, task, config)
-    if full:
-        model_path = os.path.join(out_dir, "model.keras")
-        _save_model_atomic(model, model_path)
-        outputs = {"model": model_path, "config": {"epochs": epochs, "learning_rate": config.lr, "seed": seed}}
-    else:
+    if writes_patch:
         patch_path = os.path.join(out_dir, f"{name}.patch")
         write_patch(patch_path, result.patch)
         outputs = {"base_checkpoint": base_path, "patch": patch_path, "config": result.patch.training}
+    else:
+        model_path = os.path.join(out_dir, "model.keras")
+        _save_model_atomic(model, model_path)
+        outputs = {"model": model_path, "config": {"epochs": epochs, "learning_rate": config.lr, "seed": seed}}
     return {
         "task": name,
         "classes": list(split.classes),
@@ -89,13 +89,13 @@ def multitask_command(*, backbone, alpha, weights, tasks, private_spec, epochs, 
     ``tasks`` is a list of (name, data_dir, resolution); the same data_dir at
     several resolutions is multi-resolution training.
     """
-    from edgepatch.train.data import scan_image_folders
     from edgepatch.format.delta import TaskInfo
-    from edgepatch.train.strategy import make_strategy
+    from edgepatch.kinds import parse_kinds
+    from edgepatch.train.data import scan_image_folders
     from edgepatch.train.models import BACKBONES
     from edgepatch.train.multitask import MultiTaskConfig, TaskRun, train_multitask
-    from edgepatch.kinds import parse_kinds
     from edgepatch.train.patchfile import write_patch
+    from edgepatch.train.strategy import make_strategy
 
     if len(tasks) < 2:
         raise UsageError(f"multi-task training needs at least 2 tasks. Received {len(tasks)}")

@@ -1,3 +1,4 @@
-from edgepatch.cli.main.main import main
+"""``python -m edgepatch.cli``: the same as the ``edgepatch`` command."""
+from edgepatch.cli.main import main
 
 main()

@@ -21,7 +21,7 @@ from edgepatch.apps.bench import (
     BenchConfig,
     run_bench,
 )
-from edgepatch.cli.options import emit, expected_errors
+from edgepatch.cli.options import result_output
 from edgepatch.errors import MissingFileError, UsageError, WrongBaseError
 
 CSV_FIELDS = ("runtime", "resolution", "threads", "onnx_swap", "task", "model_bytes", "delta_bytes", "init_ms",
@@ -161,11 +161,10 @@ def render(result: dict) -> str:
 @click.option("--warmup", default=10, show_default=True, type=click.IntRange(0, 100000), help="Untimed runs first.")
 @click.option("--onnx-swap", default="rebuild", show_default=True, type=click.Choice(ONNX_SWAP_MODES),
               help="ONNX swap mode: rebuild (a new session per task, from ORT's optimized model) or adapter (one session, weights as inputs).")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--csv", "csv_path", default=None, help="Also write one CSV row per configuration to this file.")
 @click.option("--plot", "plot_path", default=None, help="Also write a PNG plot of latency vs resolution.")
-@expected_errors
-def bench(base, deltas, resolutions, runtimes, threads, runs, warmup, onnx_swap, as_json, csv_path, plot_path):
+@result_output(render)
+def bench(base, deltas, resolutions, runtimes, threads, runs, warmup, onnx_swap, csv_path, plot_path):
     """Measure latency per resolution, init, first run, swap time and peak RSS.
 
     Each (runtime, resolution, threads) runs in a fresh process. With deltas,
@@ -196,7 +195,7 @@ def bench(base, deltas, resolutions, runtimes, threads, runs, warmup, onnx_swap,
         write_csv(csv_path, result)
     if plot_path:
         write_plot(plot_path, result)
-    emit(result, as_json, lambda r: click.echo(render(r)))
+    return result
 
 
 if __name__ == "__main__":

@@ -4,12 +4,31 @@ from __future__ import annotations
 
 import click
 
-from edgepatch.cli.options import emit, expected_errors
+from edgepatch.cli.options import result_output
+
+
+def render_fit(result: dict) -> str:
+    return (f"cascade {result['resolutions']} thresholds {result['thresholds']}: accuracy {result['accuracy']:.3f} "
+            f"at {result['mean_cost']:.2f} ms mean vs best single {result['best_single_resolution']}px "
+            f"{result['best_single_accuracy']:.3f} at {result['best_single_cost']:.2f} ms "
+            f"({100 * result['cost_reduction']:.0f}% less)")
+
+
+def render_answers(result: dict) -> str:
+    return "\n".join(f"{x['image']}: {x['label']} {x['probability']:.3f} @{x['resolution']}px"
+                     for x in result["results"])
 
 
 @click.group()
 def cascade():
-    """Resolution cascade: lowest resolution first, escalate when unsure (paper appendix C)."""
+    """Resolution cascade: lowest resolution first, escalate when unsure (paper appendix C).
+
+    \b
+    Examples:
+      edgepatch cascade fit --base ship/base.tflite --delta ship/f_96.delta --delta ship/f_160.delta \\
+          --data data/flowers --out cascade.json
+      edgepatch cascade run --cascade cascade.json daisy.jpg
+    """
 
 
 @cascade.command()
@@ -19,9 +38,8 @@ def cascade():
 @click.option("--tolerance", default=0.005, show_default=True, type=float,
               help="Accuracy the cascade may give up vs the best single resolution (0.005 = 0.5 points).")
 @click.option("--out", "out_path", required=True, help="Cascade file to write (JSON).")
-@click.option("--json", "as_json", is_flag=True)
-@expected_errors
-def fit(base_path, delta_paths, data_dir, tolerance, out_path, as_json):
+@result_output(render_fit)
+def fit(base_path, delta_paths, data_dir, tolerance, out_path):
     """Fit per-stage confidence thresholds on validation data; costs are measured latencies.
 
     \b
@@ -36,18 +54,14 @@ def fit(base_path, delta_paths, data_dir, tolerance, out_path, as_json):
     stages = measure_stages(load_base(base_path), delta_paths, scan_image_folders(data_dir))
     result = fit_cascade(stages.probabilities, stages.labels, stages.costs_ms, tolerance)
     save_cascade(out_path, result, stages.deltas, base_path)
-    emit({**result.to_json(), "costs_ms": stages.costs_ms, "cascade": out_path}, as_json, lambda r: click.echo(
-        f"cascade {r['resolutions']} thresholds {r['thresholds']}: accuracy {r['accuracy']:.3f} at "
-        f"{r['mean_cost']:.2f} ms mean vs best single {r['best_single_resolution']}px "
-        f"{r['best_single_accuracy']:.3f} at {r['best_single_cost']:.2f} ms ({100 * r['cost_reduction']:.0f}% less)"))
+    return {**result.to_json(), "costs_ms": stages.costs_ms, "cascade": out_path}
 
 
 @cascade.command()
 @click.option("--cascade", "cascade_path", required=True, help="A file written by `cascade fit`.")
-@click.option("--json", "as_json", is_flag=True)
 @click.argument("images", nargs=-1, required=True)
-@expected_errors
-def run(cascade_path, as_json, images):
+@result_output(render_answers)
+def run(cascade_path, images):
     """Classify IMAGES with a fitted cascade.
 
     \b
@@ -56,6 +70,4 @@ def run(cascade_path, as_json, images):
     """
     from edgepatch.apps.cascade import CascadeRunner
 
-    results = CascadeRunner(cascade_path).classify(list(images))
-    emit({"results": results}, as_json, lambda r: click.echo("\n".join(
-        f"{x['image']}: {x['label']} {x['probability']:.3f} @{x['resolution']}px" for x in r["results"])))
+    return {"results": CascadeRunner(cascade_path).classify(list(images))}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from edgepatch.cli.options import emit, expected_errors
+from edgepatch.cli.options import expected_errors, result_output
 
 
 def _bundle_result(report) -> dict:
@@ -18,55 +18,59 @@ def _bundle_result(report) -> dict:
         "model_version": manifest.model_version,
         "key_id": report.key_id,
         "bases": {fmt: {"file": e.file, "bytes": e.bytes, "sha256": e.sha256} for fmt, e in manifest.bases.items()},
-        "tasks": [{"name": t.name, "kinds": list(t.kinds), "file": t.delta.file, "bytes": t.delta.bytes}
+        "tasks": [{"name": t.name, "kinds": list(t.kinds), "file": (t.delta or t.int8_delta).file,
+                   "bytes": (t.delta or t.int8_delta).bytes,
+                   "int8_delta": t.int8_delta and {"file": t.int8_delta.file, "bytes": t.int8_delta.bytes}}
                   for t in manifest.tasks],
         "files": report.files,
         "bytes": report.bytes,
     }
 
 
-def _render_bundle(result: dict, verb: str) -> None:
+def _render_bundle(result: dict, verb: str) -> str:
     signed = f"signed by key {result['key_id']}" if result["key_id"] else "unsigned"
     lines = [f"{verb} {result['bundle']}: model version {result['model_version']}, {signed}, "
              f"{result['files']} files, {result['bytes']:,} bytes"]
     lines += [f"  base.{fmt}: {b['bytes']:,} bytes, sha256 {b['sha256'][:16]}…" for fmt, b in result["bases"].items()]
-    lines += [f"  task {t['name']}: {t['bytes']:,} bytes ({', '.join(t['kinds'])})" for t in result["tasks"]]
-    click.echo("\n".join(lines))
+    lines += [f"  task {t['name']}: {t['bytes']:,} bytes ({', '.join(t['kinds'])})"
+              + (f", int8 {t['int8_delta']['bytes']:,} bytes" if t["int8_delta"] else "") for t in result["tasks"]]
+    return "\n".join(lines)
 
 
 @click.command()
 @click.argument("ship_dir")
 @click.option("--out", "out_dir", required=True, help="Bundle directory to write (replaced atomically).")
-@click.option("--model-version", required=True, help="Version label shipped in the manifest, e.g. 2024.06.1.")
+@click.option("--model-version", required=True,
+              help="Integer or dotted-integer version, e.g. 2024.6.1; devices compare it numerically and refuse "
+                   "a lower one.")
 @click.option("--sign", "key_path", default=None, help="Ed25519 private key (from `edgepatch keygen`) to sign with.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@expected_errors
-def pack(ship_dir, out_dir, model_version, key_path, as_json):
-    """Pack a `convert` output (base.tflite/base.onnx + *.delta) into a signed bundle.
+@result_output(lambda result: _render_bundle(result, "packed"))
+def pack(ship_dir, out_dir, model_version, key_path):
+    """Pack a `convert` output (base.tflite/base.onnx/base_int8.tflite + *.delta/*.int8.delta) into a signed bundle.
 
     Files are stored under their sha256 (cacheable forever), listed in
-    manifest.json, and signed in manifest.sig with --sign.
+    manifest.json, and signed in manifest.sig with --sign. The bundle is
+    world-readable: any static server can serve it.
 
     \b
     Example:
-      edgepatch pack ship/ --out bundle/ --model-version 2024.06.1 --sign publisher.key
+      edgepatch pack ship/ --out bundle/ --model-version 2024.6.1 --sign publisher.key
     """
     from edgepatch.ship.bundle import pack_bundle, ship_inputs
 
     bases, deltas = ship_inputs(ship_dir)
     report = pack_bundle(bases, deltas, out_dir, model_version, key_path)
-    emit(_bundle_result(report), as_json, lambda r: _render_bundle(r, "packed"))
+    return _bundle_result(report)
 
 
 @click.command()
 @click.option("--out", "prefix", required=True, help="Writes PREFIX.key (private, mode 0600) and PREFIX.pub.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@expected_errors
-def keygen(prefix, as_json):
+@result_output(lambda r: f"key id {r['key_id']}\nwrote {r['private_key']} (secret)\nwrote {r['public_key']}")
+def keygen(prefix):
     """Generate an Ed25519 signing key pair; prints its key id.
 
-    Keep PREFIX.key secret; ship PREFIX.pub to devices. Existing files are
-    never overwritten.
+    Keep PREFIX.key secret; ship PREFIX.pub to devices. Missing directories
+    are created (mode 0700); existing files are never overwritten.
 
     \b
     Example:
@@ -75,18 +79,15 @@ def keygen(prefix, as_json):
     from edgepatch.ship.signing import write_keypair
 
     private_path, public_path, key_id = write_keypair(prefix)
-    result = {"private_key": private_path, "public_key": public_path, "key_id": key_id}
-    emit(result, as_json, lambda r: click.echo(
-        f"key id {r['key_id']}\nwrote {r['private_key']} (secret)\nwrote {r['public_key']}"))
+    return {"private_key": private_path, "public_key": public_path, "key_id": key_id}
 
 
 @click.command()
 @click.argument("bundle_dir")
 @click.option("--pubkey", "pubkeys", multiple=True, help="Trusted public key (PEM); repeat for key rotation.")
 @click.option("--allow-unsigned", is_flag=True, help="Check only hashes and fingerprints, not the signature.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@expected_errors
-def verify(bundle_dir, pubkeys, allow_unsigned, as_json):
+@result_output(lambda result: _render_bundle(result, "verified"))
+def verify(bundle_dir, pubkeys, allow_unsigned):
     """Verify a bundle: signature, manifest, every file's sha256, every delta's base fingerprint.
 
     Exits 0 when everything holds; otherwise prints the first failure and exits 2.
@@ -102,7 +103,7 @@ def verify(bundle_dir, pubkeys, allow_unsigned, as_json):
         raise UsageError("give --pubkey (one or more) to check the signature, or --allow-unsigned to check "
                          "integrity only; received " + ("both" if pubkeys else "neither"))
     report = verify_bundle(bundle_dir, list(pubkeys) or None)
-    emit(_bundle_result(report), as_json, lambda r: _render_bundle(r, "verified"))
+    return _bundle_result(report)
 
 
 @click.command()

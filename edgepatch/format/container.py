@@ -1,9 +1,8 @@
 """The container of the edgepatch tensor file format (magic, version, JSON header, payload, sha256).
 
-The format is specified, byte by byte, in the docstring of ``edgepatch.format.delta``;
-this module implements its container part (layout, header, tensor entries,
-verification steps 1-10). ``edgepatch.format.delta`` adds the typed delta layer
-(step 11) on top, and ``edgepatch.format.int8_delta`` the int8 one.
+Specified in ``edgepatch/format/spec.py``, sections *Container* and *Verification
+order* (steps 1-10); this module implements them. ``edgepatch.format.delta`` and
+``edgepatch.format.int8_delta`` add the file kinds' own rules on top.
 """
 
 from __future__ import annotations
@@ -25,10 +24,10 @@ from edgepatch.errors import (
     DeltaFormatError,
     HeaderError,
     MissingFileError,
-    NonFiniteError,
     TruncatedFileError,
     UsageError,
 )
+from edgepatch.format.checks import check_finite, check_keys, is_int, json_type, show
 
 MAGIC = b"EDGEPTCH"
 FORMAT_VERSION = 1
@@ -59,38 +58,6 @@ class TensorFile:
     file_kind: str = "delta"
 
 
-# ----------------------------------------------------------------- helpers
-
-
-def _show(value) -> str:
-    """repr() clipped so a hostile header cannot make a huge message."""
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _json_type(value) -> str:
-    for kind, name in ((bool, "boolean"), (int, "number"), (float, "number"), (str, "string"),
-                       (list, "array"), (dict, "object")):
-        if isinstance(value, kind):
-            return name
-    return "null" if value is None else type(value).__name__
-
-
-def _is_int(value, low: int, high: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
-
-
-def _check_keys(obj, keys, where: str, source: str) -> None:
-    if not isinstance(obj, dict):
-        raise HeaderError(f"{source}: {where} must be a JSON object, got {_json_type(obj)}")
-    for key in keys:
-        if key not in obj:
-            raise HeaderError(f"{source}: {where} is missing key {key!r}")
-    for key in sorted(obj):
-        if key not in keys:
-            raise HeaderError(f"{source}: {where} has unknown key {_show(key)}")
-
-
 def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
@@ -112,7 +79,7 @@ def _reject_constant(name: str):
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise ValueError(f"number {_show(text)} overflows a double")
+        raise ValueError(f"number {show(text)} overflows a double")
     return value
 
 
@@ -120,7 +87,7 @@ def _unique_object(pairs):
     obj = {}
     for key, value in pairs:
         if key in obj:
-            raise ValueError(f"duplicate key {_show(key)}")
+            raise ValueError(f"duplicate key {show(key)}")
         obj[key] = value
     return obj
 
@@ -191,22 +158,22 @@ def _check_trailer(data: bytes, source: str) -> None:
 
 def _check_header(header, expect_kind: str, source: str) -> list[dict]:
     """Step 7 and 8: the header's schema; returns the tensor entries."""
-    _check_keys(header, HEADER_KEYS, "header", source)
+    check_keys(header, HEADER_KEYS, "header", source)
     kind = header["file_kind"]
     if kind not in FILE_KINDS:
-        raise HeaderError(f"{source}: file_kind must be one of {', '.join(FILE_KINDS)}, got {_show(kind)}")
+        raise HeaderError(f"{source}: file_kind must be one of {', '.join(FILE_KINDS)}, got {show(kind)}")
     if isinstance(expect_kind, tuple) and kind not in expect_kind:
         raise HeaderError(f"{source}: file_kind: expected one of {', '.join(expect_kind)}, got {kind!r}")
     if isinstance(expect_kind, str) and kind != expect_kind:
         raise HeaderError(f"{source}: file_kind: expected {expect_kind!r}, got {kind!r}")
-    if not _is_int(header["payload_bytes"], 0, MAX_FILE_BYTES):
+    if not is_int(header["payload_bytes"], 0, MAX_FILE_BYTES):
         raise HeaderError(f"{source}: payload_bytes must be an integer in 0..{MAX_FILE_BYTES}, "
-                          f"got {_show(header['payload_bytes'])}")
+                          f"got {show(header['payload_bytes'])}")
     if not isinstance(header["meta"], dict):
-        raise HeaderError(f"{source}: meta must be a JSON object, got {_json_type(header['meta'])}")
+        raise HeaderError(f"{source}: meta must be a JSON object, got {json_type(header['meta'])}")
     entries = header["tensors"]
     if not isinstance(entries, list):
-        raise HeaderError(f"{source}: tensors must be a JSON array, got {_json_type(entries)}")
+        raise HeaderError(f"{source}: tensors must be a JSON array, got {json_type(entries)}")
     if len(entries) > MAX_TENSORS:
         raise HeaderError(f"{source}: {len(entries)} tensors, more than MAX_TENSORS ({MAX_TENSORS})")
     _check_entries(entries, header["payload_bytes"], source)
@@ -221,7 +188,7 @@ def _check_name(entry: dict, index: int, seen: set, source: str) -> str:
         ok = False
     if not ok:
         raise HeaderError(f"{source}: tensors[{index}].name must be a string of 1..{MAX_NAME_BYTES} "
-                          f"UTF-8 bytes, got {_show(name)}")
+                          f"UTF-8 bytes, got {show(name)}")
     if name in seen:
         raise HeaderError(f"{source}: duplicate tensor name {name!r}")
     seen.add(name)
@@ -231,16 +198,16 @@ def _check_name(entry: dict, index: int, seen: set, source: str) -> str:
 def _check_entry_numbers(entry: dict, where: str, source: str) -> None:
     if not isinstance(entry["dtype"], str) or entry["dtype"] not in DTYPES:
         raise HeaderError(f"{source}: {where}: dtype must be one of {', '.join(DTYPES)}, "
-                          f"got {_show(entry['dtype'])}")
+                          f"got {show(entry['dtype'])}")
     shape = entry["shape"]
     if not (isinstance(shape, list) and len(shape) <= MAX_RANK
-            and all(_is_int(dim, 0, MAX_FILE_BYTES) for dim in shape)):
+            and all(is_int(dim, 0, MAX_FILE_BYTES) for dim in shape)):
         raise HeaderError(f"{source}: {where}: shape must be an array of at most {MAX_RANK} "
-                          f"integers in 0..{MAX_FILE_BYTES}, got {_show(shape)}")
+                          f"integers in 0..{MAX_FILE_BYTES}, got {show(shape)}")
     for key in ("offset", "nbytes"):
-        if not _is_int(entry[key], 0, MAX_FILE_BYTES):
+        if not is_int(entry[key], 0, MAX_FILE_BYTES):
             raise HeaderError(f"{source}: {where}: {key} must be an integer in 0..{MAX_FILE_BYTES}, "
-                              f"got {_show(entry[key])}")
+                              f"got {show(entry[key])}")
     needed = math.prod(shape) * np.dtype(DTYPES[entry["dtype"]]).itemsize
     if entry["nbytes"] != needed:
         raise HeaderError(f"{source}: {where}: nbytes is {entry['nbytes']}, but shape {shape} "
@@ -251,7 +218,7 @@ def _check_entries(entries: list, payload_bytes: int, source: str) -> None:
     seen: set[str] = set()
     previous, previous_end = None, 0
     for index, entry in enumerate(entries):
-        _check_keys(entry, TENSOR_KEYS, f"tensors[{index}]", source)
+        check_keys(entry, TENSOR_KEYS, f"tensors[{index}]", source)
         name = _check_name(entry, index, seen, source)
         where = f"tensor {name!r}"
         _check_entry_numbers(entry, where, source)
@@ -280,19 +247,6 @@ def _check_padding(payload: bytes, entries: list, source: str) -> None:
         position = end
 
 
-def _check_finite(name: str, array: np.ndarray, source: str) -> None:
-    if array.dtype.kind != "f":
-        return
-    finite = np.isfinite(array)
-    if finite.all():
-        return
-    nans = int(np.isnan(array).sum())
-    infs = int(finite.size - finite.sum()) - nans
-    first = int(np.argmin(finite.reshape(-1)))
-    raise NonFiniteError(f"{source}: tensor {name!r} holds {nans} NaN and {infs} Inf values "
-                         f"(first at flat index {first})")
-
-
 def decode_tensor_file(data: bytes, expect_kind: str, source: str = "<bytes>") -> TensorFile:
     """Verify and decode a whole file held in memory (steps 2 to 10).
 
@@ -314,7 +268,7 @@ def decode_tensor_file(data: bytes, expect_kind: str, source: str = "<bytes>") -
     header_len = _check_preamble(data, source)
     start = PREAMBLE_BYTES + header_len
     header, parse_error = _parse_header(data[PREAMBLE_BYTES:start])
-    if isinstance(header, dict) and _is_int(header.get("payload_bytes"), 0, MAX_FILE_BYTES):
+    if isinstance(header, dict) and is_int(header.get("payload_bytes"), 0, MAX_FILE_BYTES):
         _check_total_size(len(data), header_len, header["payload_bytes"], source)
     _check_trailer(data, source)
     if parse_error:
@@ -328,11 +282,12 @@ def decode_tensor_file(data: bytes, expect_kind: str, source: str = "<bytes>") -
         flat = np.frombuffer(data, dtype=dtype, count=entry["nbytes"] // dtype.itemsize,
                              offset=start + entry["offset"])
         tensors[entry["name"]] = flat.reshape(entry["shape"])
-        _check_finite(entry["name"], tensors[entry["name"]], source)
+        check_finite(entry["name"], tensors[entry["name"]], source)
     return TensorFile(meta=header["meta"], tensors=tensors, file_kind=header["file_kind"])
 
 
-def _read_bytes(path) -> tuple[bytes, str]:
+def read_bytes(path) -> tuple[bytes, str]:
+    """Steps 1 and 2 of the verification order, then the file's bytes and its name for errors."""
     source = os.fsdecode(path)
     try:
         info = os.stat(source)  # stat, not open: opening a FIFO would block
@@ -355,7 +310,7 @@ def read_tensor_file(path, expect_kind: str) -> TensorFile:
     Raises MissingFileError, DeltaFormatError (or a subclass), NonFiniteError.
     """
     _check_kind_arg(expect_kind, "expect_kind")
-    data, source = _read_bytes(path)
+    data, source = read_bytes(path)
     return decode_tensor_file(data, expect_kind, source)
 
 
@@ -364,7 +319,7 @@ def read_tensor_file(path, expect_kind: str) -> TensorFile:
 
 def _stored_array(name, array, source: str) -> np.ndarray:
     if not isinstance(array, np.ndarray):
-        raise UsageError(f"{source}: tensor {_show(name)} must be a numpy array, got {type(array).__name__}")
+        raise UsageError(f"{source}: tensor {show(name)} must be a numpy array, got {type(array).__name__}")
     if array.dtype.name in DTYPES:
         # little-endian, C order (not ascontiguousarray: it turns a scalar into shape [1])
         return np.asarray(array, dtype=DTYPES[array.dtype.name], order="C")
@@ -414,7 +369,7 @@ def encode_tensor_file(file_kind: str, tensors: Mapping[str, np.ndarray], meta: 
                                f"MAX_FILE_BYTES ({MAX_FILE_BYTES})")
     header = _header_json(file_kind, meta, entries, payload_bytes, source)
     for name, array in arrays.items():
-        _check_finite(name, array, source)
+        check_finite(name, array, source)
     if len(header) > MAX_HEADER_BYTES:
         raise HeaderError(f"{source}: header would be {len(header)} bytes, larger than MAX_HEADER_BYTES "
                           f"({MAX_HEADER_BYTES})")

@@ -1,64 +1,10 @@
-"""int8 task deltas: the ``"int8_delta"`` file kind of the container in ``edgepatch.format.delta``.
+"""int8 task deltas: the ``"int8_delta"`` file kind (spec: *int8 delta* in ``edgepatch/format/spec.py``).
 
-An int8 base and a task's int8 model come from the same converter on the
-same BN-free graph, so they have the same tensors in the same order. With
-per-channel symmetric weight quantization, a per-channel scale ``r`` of the
-task changes only the weight scales (``scale · |r|``; int8 values keep their
-magnitude and flip sign where ``r < 0``). The delta therefore holds, keyed by
-tensor index in the base (structure, not names):
-
-- new quantization parameters of tensors whose scale or zero point differ
-  (weights, biases and the task's calibrated activation ranges);
-- the raw bytes of tensors whose data differ (int32 biases, sign-flipped or
-  re-learned int8 kernels, the head).
-
-Container tensors (all names exact):
-
-- ``"scale"``: float32, the concatenated new scale vectors, in ``quant`` order;
-- ``"zero_point"``: int32, the concatenated new zero points, in ``quant`` order;
-- ``"data/{index}"``: uint8, the new raw bytes of tensor ``index``;
-- ``"at/{index}"`` (int32) and ``"put/{index}"`` (uint8), of equal length: a
-  sparse edit of tensor ``index``, byte ``at[k]`` of its data becomes
-  ``put[k]`` (positions ascending, unique); used when few bytes change, e.g.
-  a kernel whose int8 values changed only where rounding or a sign did.
-
-``meta`` is an object with: ``"task"`` (as in a float delta),
-``"base_sha256"`` (``{"tflite_int8": hex}``: the exact int8 base bytes),
-``"quant"``: an array of ``[tensor_index, scale_count, zero_point_count]``,
-indices ascending and unique; a count is the base tensor's vector length, or
-0 when that vector is unchanged. The sums of the counts equal the lengths of
-``"scale"`` and ``"zero_point"``. Optionally ``"refold"`` (below).
-
-Compact refold (``"refold"`` in meta). Shipping a conv's new weight scales,
-bias scales and int32 biases exactly costs 12 bytes per channel. Instead, a
-refold entry ``[weight_index, bias_index, input_index, channels]`` (weight
-indices ascending and unique) lets the device recompute them from the base
-and two int16 codes per channel, ``s`` and ``b``, at about int8's own
-precision (a scale step of 0.4-0.8%, a bias step of a quarter quantum):
-
-- ``r`` = the float32 whose bit pattern is ``0x3F800000 + s * 2**16``
-  (the channel's factor, 7 mantissa bits; ``|s| <= 16255``, so ``r > 0``);
-- weight scale = float32(base weight scale * r);
-- bias scale = float32(input scale * weight scale), the input's scale being
-  the task's (after ``quant``);
-- int32 bias = round-half-even((base bias * base bias scale + b * step) /
-  bias scale), all in float64 with no fused multiply-add, clamped to int32;
-  ``step`` is the entry's ``"refold/bias_step"`` (a quarter of the task's
-  output quantum).
-
-Tensors: ``"refold/codes"``, uint8: Golomb-Rice runs (``edgepatch.format.rice``),
-per entry in order its ``s`` codes then its ``b`` codes, with the
-parameters in ``"refold/rice_k"``, uint8 ``[entries, 2]``; and
-``"refold/bias_step"``, float32 ``[entries]``, finite and > 0. A refolded
-weight or bias has no scales in ``quant`` and the bias no ``data``/edits. A
-negative factor is a positive ``r`` plus the sign-flipped int8 kernel bytes
-in ``data``/edits.
-
-A reader checks the container first (all steps in ``edgepatch.format.delta``), then
-these rules (``HeaderError``), then, when applying, that every index exists
-in the base and every count and byte size equals the base tensor's
-(``ShapeMismatchError``), and that every recomputed scale is finite and > 0
-(``NonFiniteError``).
+Keyed by tensor index in the int8 base: new quantization vectors, new or
+sparsely edited tensor bytes, and compact refold codes (``Refold``) from which
+a loader recomputes a conv's weight scales, bias scales and int32 biases
+(``refolded``). ``from_tensor_file`` applies the kind's rules to a file the
+container already verified.
 """
 
 from __future__ import annotations
@@ -68,16 +14,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgepatch.format.delta import (
-    TaskInfo,
-    decode_tensor_file,
-    read_tensor_file,
-    task_from_json,
-    task_to_json,
-    write_tensor_file,
-)
-from edgepatch.format import rice
 from edgepatch.errors import HeaderError, NonFiniteError
+from edgepatch.format import rice
+from edgepatch.format.container import decode_tensor_file, read_tensor_file, write_tensor_file
+from edgepatch.format.task import TaskInfo, task_from_json, task_to_json
 
 FILE_KIND = "int8_delta"
 BASE_FORMAT = "tflite_int8"
@@ -91,7 +31,7 @@ BIAS_STEPS_PER_QUANTUM = 4
 
 @dataclass(frozen=True)
 class Refold:
-    """One compact refold entry and its codes (see the module docstring)."""
+    """One compact refold entry and its codes (spec: *int8 delta*, compact refold)."""
 
     weight: int
     bias: int

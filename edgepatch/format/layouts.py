@@ -1,13 +1,8 @@
-"""Weight layouts: canonical (Keras) vs. each runtime's, for each site op.
+"""Kernel layouts (canonical vs. each runtime's) and head padding.
 
-| op        | canonical (Keras, delta) | TFLite        | ONNX            |
-|-----------|--------------------------|---------------|-----------------|
-| conv      | [H, W, I, O]             | [O, H, W, I]  | [O, I, H, W]    |
-| depthwise | [H, W, C, M]             | [1, H, W, C·M]| [C·M, 1, H, W]  |
-| dense     | [I, O]                   | [O, I]        | [I, O] (MatMul) |
-
-``OUT_AXIS`` gives the output-channel axis of each runtime layout, along
-which a per-channel scale multiplies the kernel.
+Specified in ``edgepatch/format/spec.py``, section *Layouts and head padding*:
+the layout table, ``OUT_AXIS`` (the output-channel axis of each runtime
+layout) and the padding of a task head to the base's head width.
 """
 
 from __future__ import annotations
@@ -66,19 +61,29 @@ def from_runtime(kernel: np.ndarray, op: str, fmt: str, canonical_shape: tuple[i
     return np.ascontiguousarray(kernel.T if fmt == "tflite" else kernel)
 
 
-def pad_head(kernel: np.ndarray, bias: np.ndarray, head_width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pad a canonical [I, K] head to [I, head_width] with zero columns.
+def pad_head(kernel: np.ndarray | None, bias: np.ndarray | None,
+             head_width: int) -> tuple[np.ndarray | None, np.ndarray]:
+    """Pad a canonical [I, K] head kernel and its [K] bias to ``head_width`` classes with zeros.
 
+    ``kernel`` None pads a bias-only head; ``bias`` None stands for a zero bias.
     The base's head is as wide as its widest task; a task with fewer classes
     gets zero logits in the extra columns, which the runtime slices off.
     """
-    classes = kernel.shape[1]
+    classes = kernel.shape[1] if kernel is not None else bias.shape[0]
     if classes > head_width:
         raise ShapeMismatchError(
             f"head has {classes} classes, more than the base head width {head_width}"
         )
+    padded_bias = np.zeros((head_width,), np.float32)
+    if bias is not None:
+        padded_bias[:classes] = bias
+    if kernel is None:
+        return None, padded_bias
     padded_kernel = np.zeros((kernel.shape[0], head_width), np.float32)
     padded_kernel[:, :classes] = kernel
-    padded_bias = np.zeros((head_width,), np.float32)
-    padded_bias[:classes] = bias
     return padded_kernel, padded_bias
+
+
+def as_in_base(op: str, kernel: np.ndarray, bias: np.ndarray, head_width: int) -> tuple[np.ndarray, np.ndarray]:
+    """A site's canonical (kernel, bias) as the base holds them: the dense head padded, others as they are."""
+    return pad_head(kernel, bias, head_width) if op == "dense" else (kernel, bias)

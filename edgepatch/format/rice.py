@@ -1,15 +1,8 @@
 """Golomb-Rice codes for runs of small signed integers (the int8 delta's refold codes).
 
-A run of ``n`` int16 values with parameter ``k`` (0..15) is coded as:
-
-1. each value ``v`` mapped to ``u = 2v`` (v >= 0) or ``u = -2v - 1`` (v < 0);
-2. the ``n`` remainders ``u mod 2**k``, ``k`` bits each, most significant first;
-3. the ``n`` quotients ``u >> k`` in unary: that many 1 bits, then a 0 bit.
-
-Runs follow each other bit by bit; bits fill each byte from its most
-significant bit, and the last byte is padded with 0 bits. Remainders first
-and quotients after lets numpy decode a run without a per-value loop; the
-Java loader reads the same bits one at a time.
+Specified in ``edgepatch/format/spec.py``, section *Golomb-Rice codes*.
+Remainders first and quotients after lets numpy decode a run without a
+per-value loop; the Java loader reads the same bits one at a time.
 """
 
 from __future__ import annotations

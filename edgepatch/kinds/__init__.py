@@ -1,4 +1,4 @@
-"""Patch kinds: which parameters a task keeps private (see ``registry``).
+"""Kinds: which parameters a task trains and keeps private (see ``registry``).
 
 Importing this package registers the built-in kinds, in this order.
 """
@@ -6,6 +6,37 @@ Importing this package registers the built-in kinds, in this order.
 from edgepatch.kinds import scale_bias  # noqa: F401,I001  (registration order is listing order)
 from edgepatch.kinds import depthwise  # noqa: F401
 from edgepatch.kinds import logits  # noqa: F401
-from edgepatch.kinds.registry import PatchKind, get_kind, kind_names, parse_kinds, register
+from edgepatch.kinds import full  # noqa: F401
+from edgepatch.kinds.bn_statistics import (
+    BN_STATS_MODES,
+    DEFAULT_BN_STATS,
+    batch_norm_layers,
+    reestimate_statistics,
+    statistics_after_training,
+    statistics_during_training,
+    statistics_frozen,
+)
+from edgepatch.kinds.registry import (
+    PatchKind,
+    default_learning_rate,
+    get_kind,
+    head_is_private,
+    head_kind,
+    kind_names,
+    makes_patch,
+    owned_layer_ids,
+    parse_kinds,
+    parse_trained_kinds,
+    patch_kind_names,
+    register,
+    statistics_are_private,
+    whole_model_kinds,
+    with_head,
+)
 
-__all__ = ["PatchKind", "get_kind", "kind_names", "parse_kinds", "register"]
+__all__ = [
+    "BN_STATS_MODES", "DEFAULT_BN_STATS", "PatchKind", "batch_norm_layers", "default_learning_rate", "get_kind",
+    "head_is_private", "head_kind", "kind_names", "makes_patch", "owned_layer_ids", "parse_kinds",
+    "parse_trained_kinds", "patch_kind_names", "reestimate_statistics", "register", "statistics_after_training",
+    "statistics_are_private", "statistics_during_training", "statistics_frozen", "whole_model_kinds", "with_head",
+]

@@ -1,12 +1,13 @@
 """logits: the classifier head (the Dense layer producing the output)."""
 
-from edgepatch.kinds.registry import PatchKind, register
 from edgepatch.kinds.keras_sites import head_layer
+from edgepatch.kinds.registry import PatchKind, register
 
 
 class Logits(PatchKind):
     name = "logits"
     help = "the last Dense layer (kernel and bias)"
+    owns_head = True
 
     def layers(self, model) -> list:
         return [head_layer(model)]

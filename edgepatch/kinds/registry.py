@@ -1,10 +1,16 @@
-"""The patch-kind registry.
+"""The patch-kind registry: the only place that knows what a kind is.
 
-A patch kind names a group of parameters that a task keeps private. Each kind
-knows, by model structure, which Keras variables it owns, which of them are
-trained, and which delta tensors it makes private at each site. Training,
-patch files and the converters loop over the registry and never branch on a
-kind's name; adding a kind is one new module that calls ``register``.
+A kind names a group of parameters that a task trains. Each kind knows, by
+model structure, which Keras variables it owns, which of them are trained,
+which delta tensors it makes private at each site, whether it owns the
+classifier head, whether it owns the BatchNorm statistics (the trainer then
+applies the run's BN-statistics mode to them, see ``bn_statistics``) and its
+default learning rate. Most kinds make a *patch*; a kind with
+``makes_patch = False`` (``full``) trains the whole model, makes no patch
+and cannot be combined with other kinds.
+
+Training, patch files and the converters ask the functions below and never
+branch on a kind's name; adding a kind is one new module that calls ``register``.
 """
 
 from __future__ import annotations
@@ -15,13 +21,17 @@ from edgepatch.errors import UsageError
 
 
 class PatchKind:
-    """Base class: subclasses set ``name``/``help`` and implement the three hooks."""
+    """Base class: subclasses set the class attributes and implement ``layers`` and ``delta_roles``."""
 
     name: str = ""
     help: str = ""
+    makes_patch: bool = True  # False: trains every layer and ships a whole model, no patch
+    owns_head: bool = False  # trains (and, in a patch, keeps private) the classifier head
+    owns_bn_statistics: bool = False  # the run's BN-statistics mode applies to the model's BN layers
+    default_learning_rate: float = 1e-3  # Adam's, when the run sets none (paper, appendix B.2)
 
     def layers(self, model) -> list:
-        """The Keras layers whose variables this kind makes private."""
+        """The Keras layers whose variables this kind owns."""
         raise NotImplementedError
 
     def trainable_variables(self, layer) -> list:
@@ -51,17 +61,27 @@ def register(kind: PatchKind) -> PatchKind:
 
 
 def kind_names() -> tuple[str, ...]:
+    """Every registered kind, in registration order."""
     return tuple(_KINDS)
+
+
+def patch_kind_names() -> tuple[str, ...]:
+    """The kinds a patch can hold, in registration order."""
+    return tuple(name for name, kind in _KINDS.items() if kind.makes_patch)
+
+
+def whole_model_kinds() -> tuple[str, ...]:
+    """The trained-kinds tuple that fine-tunes every layer (no patch)."""
+    return tuple(name for name, kind in _KINDS.items() if not kind.makes_patch)[:1]
 
 
 def get_kind(name: str) -> PatchKind:
     if name not in _KINDS:
-        raise UsageError(f"unknown patch kind '{name}'. Allowed: {', '.join(_KINDS)}")
+        raise UsageError(f"unknown patch kind '{name}'. Allowed: {', '.join(patch_kind_names())}")
     return _KINDS[name]
 
 
-def parse_kinds(spec: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """Parse 'scale_bias,logits' into registry order, rejecting unknown and repeated kinds."""
+def _split_spec(spec: str | list[str] | tuple[str, ...]) -> list[str]:
     names = [n.strip() for n in spec.split(",")] if isinstance(spec, str) else list(spec)
     if not names or any(not n for n in names):
         raise UsageError(f"a patch spec lists kinds separated by commas. Received '{spec}'")
@@ -69,4 +89,59 @@ def parse_kinds(spec: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
         get_kind(name)
     if len(set(names)) != len(names):
         raise UsageError(f"a patch spec names each kind once. Received '{spec}'")
+    return names
+
+
+def parse_kinds(spec: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Parse 'scale_bias,logits' into registry order, rejecting unknown, repeated and non-patch kinds."""
+    names = _split_spec(spec)
+    for name in names:
+        if not _KINDS[name].makes_patch:
+            raise UsageError(f"kind '{name}' trains the whole model and makes no patch; a patch holds "
+                             f"{', '.join(patch_kind_names())}. Received '{spec}'")
     return tuple(n for n in _KINDS if n in names)
+
+
+def parse_trained_kinds(spec: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """What a transfer run trains: patch kinds as ``parse_kinds``, or one whole-model kind alone ('full')."""
+    names = _split_spec(spec)
+    whole = [name for name in names if not _KINDS[name].makes_patch]
+    if whole and len(names) > 1:
+        raise UsageError(f"kind '{whole[0]}' trains every layer and cannot be combined with other kinds. "
+                         f"Received '{spec}'")
+    return tuple(names) if whole else parse_kinds(names)
+
+
+def makes_patch(kinds) -> bool:
+    """True when training ``kinds`` yields a patch (not a whole fine-tuned model)."""
+    return all(get_kind(name).makes_patch for name in kinds)
+
+
+def head_is_private(kinds) -> bool:
+    """True when one of ``kinds`` owns the classifier head."""
+    return any(get_kind(name).owns_head for name in kinds)
+
+
+def head_kind() -> PatchKind:
+    """The patch kind that owns the classifier head."""
+    return next(kind for kind in _KINDS.values() if kind.makes_patch and kind.owns_head)
+
+
+def with_head(kinds) -> tuple[str, ...]:
+    """``kinds`` plus the head's kind if none of them owns the head (a private, untrained head)."""
+    return parse_kinds(kinds) if head_is_private(kinds) else parse_kinds((*kinds, head_kind().name))
+
+
+def statistics_are_private(kinds) -> bool:
+    """True when one of ``kinds`` owns the BatchNorm statistics."""
+    return any(get_kind(name).owns_bn_statistics for name in kinds)
+
+
+def default_learning_rate(kinds) -> float:
+    """The smallest default learning rate among ``kinds`` (full fine-tuning wants a small one)."""
+    return min((get_kind(name).default_learning_rate for name in kinds), default=PatchKind.default_learning_rate)
+
+
+def owned_layer_ids(model, kinds) -> set[int]:
+    """ids of the layers of ``model`` that ``kinds`` own."""
+    return {id(layer) for name in kinds for layer in get_kind(name).layers(model)}

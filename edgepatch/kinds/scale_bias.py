@@ -1,16 +1,16 @@
 """scale_bias: every BatchNormalization's γ, β and moving statistics (paper §2)."""
 
+from edgepatch.kinds.bn_statistics import batch_norm_layers
 from edgepatch.kinds.registry import PatchKind, register
 
 
 class ScaleBias(PatchKind):
     name = "scale_bias"
     help = "BatchNorm gamma/beta (trained) and moving mean/variance (re-estimated)"
+    owns_bn_statistics = True
 
     def layers(self, model) -> list:
-        import keras
-
-        return [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+        return batch_norm_layers(model)
 
     def trainable_variables(self, layer) -> list:
         return [v for v in (getattr(layer, "gamma", None), getattr(layer, "beta", None)) if v is not None]

@@ -2,10 +2,10 @@
 
 Walk-through::
 
-    from edgepatch.runtime import OnnxBase, read_delta
+    from edgepatch.runtime import OnnxBase, read_task_delta
 
     base = OnnxBase.from_file("out/base.onnx")
-    flowers = base.apply(read_delta("out/flowers.delta"))
+    flowers = base.apply(read_task_delta("out/flowers.delta"))
     logits = flowers.predict(images)
 
 At load, ORT optimizes the base once for this machine, and the runtime maps
@@ -16,20 +16,19 @@ Two swap modes (``swap_mode``) build on that:
   optimized model's bytes (``onnx_layout.LayoutPatcher``) and a new
   ``InferenceSession`` is built from them with graph optimization off: every
   weight stays a constant, the kernels are those ORT chose, and the build
-  skips the optimization a plain session create repeats: 0.43x its time on
-  MobileNetV2 1.0, and a whole swap from the delta file 0.70x
-  (``benchmarks/bench_runtime.py``). ``optimize_once=False`` skips the
+  skips the optimization a plain session create repeats
+  (``benchmarks/bench_runtime.py`` measures both). ``optimize_once=False`` skips the
   load-time work and memory, and rebuilds from the base as stored, paying
   ORT's optimization per swap. (ORT ignores ``SessionOptions.add_initializer``
   overrides of constant initializers at ORT_ENABLE_ALL, so overrides are
   not used.)
 - ``adapter``: one session over the optimized graph with the site weights
   as inputs (``onnx_adapter``); a swap only writes the task's weights into
-  buffers bound to an ``IOBinding`` and builds no session, and runs within
-  1-6 % of ``rebuild`` (``benchmarks/bench_runtime.py``). Memory: one more
+  buffers bound to an ``IOBinding`` and builds no session; its run time is
+  close to ``rebuild``'s (``benchmarks/bench_runtime.py``). Memory: one more
   weight set per live runner. Choose it when tasks switch often.
 
-Loading costs two ORT optimizations (0.1-1.4 s). If ORT optimizes a base in
+Loading costs two ORT optimizations. If ORT optimizes a base in
 a way the mapping refuses, ``rebuild`` warns and falls back to
 ``optimize_once=False``; ``adapter`` raises.
 """
@@ -41,19 +40,16 @@ import warnings
 
 import numpy as np
 
-from edgepatch.format.delta import Delta
 from edgepatch.errors import BaseModelError, UsageError
+from edgepatch.format.delta import Delta
+from edgepatch.format.names import BIAS, KERNEL, split_name, tensor_name
+from edgepatch.runtime.base_file import require, sha256_hex
+from edgepatch.runtime.onnx_adapter import AdapterSession
 from edgepatch.runtime.onnx_file import OnnxModel, parse_onnx
 from edgepatch.runtime.onnx_layout import LayoutPatcher, optimized_layout
-from edgepatch.runtime.refold import (
-    BytesPatcher,
-    PatchedBase,
-    SiteSlots,
-    Slot,
-    check_fingerprint,
-    require,
-    sha256_hex,
-)
+from edgepatch.runtime.ort_session import session_options
+from edgepatch.runtime.patched_base import BytesPatcher, PatchedBase, check_fingerprint
+from edgepatch.runtime.refold import SiteSlots, Slot
 from edgepatch.runtime.runner import TaskRunner
 
 SWAP_MODES = ("rebuild", "adapter")
@@ -71,29 +67,20 @@ def onnx_sites(model: OnnxModel, source: str) -> dict[str, SiteSlots]:
     """Index the base's site initializers by walking its Conv/MatMul nodes."""
     sites: dict[str, SiteSlots] = {}
     for node in model.nodes:
-        if node.op_type not in ("Conv", "MatMul") or len(node.inputs) < 2 or not node.inputs[1].endswith("/kernel"):
+        if node.op_type not in ("Conv", "MatMul") or len(node.inputs) < 2:
             continue
-        site = node.inputs[1][: -len("/kernel")]
+        site, role = split_name(node.inputs[1])
+        if role != KERNEL:
+            continue
         kernel = _slot(model, node.inputs[1], source)
         if node.op_type == "MatMul":
             op = "dense"
         else:
             op = "depthwise" if node.int_attrs.get("group", 1) > 1 else "conv"
         require(site not in sites, f"{source}: site `{site}` appears on two nodes")
-        sites[site] = SiteSlots(op, kernel, _slot(model, f"{site}/bias", source))
+        sites[site] = SiteSlots(op, kernel, _slot(model, tensor_name(site, BIAS), source))
     require(bool(sites), f"{source}: no edgepatch sites found; was it written by `edgepatch convert`?")
     return sites
-
-
-def session_options(num_threads: int):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = num_threads
-    options.inter_op_num_threads = 1
-    # Spinning threads keep a core busy after each run and skew whatever runs next.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return options
 
 
 class OnnxRunner(TaskRunner):
@@ -101,9 +88,7 @@ class OnnxRunner(TaskRunner):
         import onnxruntime as ort
 
         super().__init__(task, swap_seconds)
-        options = session_options(num_threads)
-        if optimized:  # ORT's own optimized model (onnx_layout): optimizing it again changes nothing
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options = session_options(num_threads, optimize=not optimized)  # optimized: ORT's own model (onnx_layout)
         self._session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
 
@@ -147,8 +132,6 @@ class OnnxBase(PatchedBase):
         self.layout = self._layout(swap_mode == "adapter" or optimize_once, strict=swap_mode == "adapter")
         self._adapter = self._layout_patcher = None
         if swap_mode == "adapter":
-            from edgepatch.runtime.onnx_adapter import AdapterSession
-
             self._adapter = AdapterSession(self.layout, self.sites, self._patcher.peaks, num_threads, source)
         elif self.layout is not None:
             self._layout_patcher = LayoutPatcher(self.layout, self.sites, self._patcher.peaks, source)

@@ -3,10 +3,10 @@
 Why not ORT's own route. Making the base's site initializers overridable
 (ORT adapters, ``RunOptions.add_active_adapter``) takes them off ORT's
 constant-weight path: the NCHWc transformer reorders only constant filters,
-so every conv falls back to NCHW and runs 2-3x slower; a constant conv
+so every conv falls back to the slower NCHW kernels; a constant conv
 followed by an overridable per-channel Mul/Add (or BatchNormalization)
-keeps NCHWc but wraps each conv in reorders and loses Conv+Clip fusion:
-1.4-1.8x on MobileNetV2 1.0 (measured, ``benchmarks/bench_runtime.py``).
+keeps NCHWc but wraps each conv in reorders and loses Conv+Clip fusion
+(``benchmarks/bench_runtime.py`` measures both).
 
 What this mode does instead, on the base's ``OptimizedLayout``
 (``onnx_layout``: ORT's optimized model, and where each site tensor lies
@@ -29,8 +29,10 @@ import time
 import numpy as np
 
 from edgepatch.format.delta import Delta
+from edgepatch.runtime.buffers import LendingPool
 from edgepatch.runtime.onnx_layout import OptimizedLayout, Placement, write_task
-from edgepatch.runtime.refold import LendingPool, SiteSlots, site_updates
+from edgepatch.runtime.ort_session import session_options
+from edgepatch.runtime.refold import SiteSlots, site_updates
 from edgepatch.runtime.runner import TaskRunner
 
 
@@ -96,13 +98,10 @@ class AdapterSession:
                  num_threads: int, source: str, keep: int = 2):
         import onnxruntime as ort
 
-        from edgepatch.runtime.onnx import session_options
-
         self.sites, self.source = sites, source
         self.peaks = peaks  # the base's kernel_peaks: which scales would overflow
         self.placements = layout.placements
-        options = session_options(num_threads)
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # optimized already
+        options = session_options(num_threads, optimize=False)  # the layout's model is optimized already
         options.log_severity_level = 3  # one "will not be treated as constant" warning per input otherwise
         self.session = ort.InferenceSession(with_inputs(layout.model, self.placements), options,
                                             providers=["CPUExecutionProvider"])

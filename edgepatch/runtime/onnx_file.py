@@ -37,7 +37,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgepatch.errors import BaseModelError, UsageError
+from edgepatch.errors import BaseModelError
+from edgepatch.runtime.buffers import as_buffer
 
 # TensorProto.DataType -> numpy dtype; types numpy cannot hold (string, bfloat16, float8, int4,
 # ...) map to None.
@@ -174,22 +175,6 @@ class _Protobuf:
         return values
 
 
-def _as_buffer(data, caller: str) -> bytes | bytearray | memoryview:
-    if isinstance(data, (bytes, bytearray)):
-        return data
-    if isinstance(data, str):
-        raise UsageError(f"{caller}() needs the file's bytes; received a str")
-    try:
-        view = memoryview(data)
-    except TypeError:
-        raise UsageError(
-            f"{caller}() needs bytes, bytearray or memoryview; received {type(data).__name__}"
-        ) from None
-    if not view.c_contiguous:
-        raise UsageError(f"{caller}() needs a contiguous buffer; received a strided memoryview")
-    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
-
-
 def _signed64(value: int) -> int:
     """Read a varint as int64 (two's complement); bits above 64 are dropped, as protobuf does."""
     value &= (1 << 64) - 1
@@ -217,7 +202,7 @@ def parse_onnx(data: bytes | bytearray | memoryview, source: str) -> OnnxModel:
         BaseModelError: the file is not a valid ModelProto, has no graph, has
             inconsistent sizes, or stores an initializer in an external file.
     """
-    pb = _Protobuf(_as_buffer(data, "parse_onnx"))
+    pb = _Protobuf(as_buffer(data, "parse_onnx"))
     try:
         return _read_model(pb, len(pb.buf))
     except _Malformed as error:

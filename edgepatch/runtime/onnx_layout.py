@@ -20,8 +20,8 @@ a swap never pays for graph optimization again:
 
 ``rebuild`` mode writes a task into a copy of the optimized model's bytes
 (``LayoutPatcher``) and builds a session with optimizations off: same
-kernels, same speed, and a session build in 0.43x the time of one that
-optimizes the model again (MobileNetV2 1.0, ``benchmarks/bench_runtime.py``). ``adapter`` mode
+kernels, same speed, and a session build that skips optimizing the model
+again (``benchmarks/bench_runtime.py`` measures it). ``adapter`` mode
 (``onnx_adapter``) binds the written weights as inputs of one session.
 
 The layout is specific to the machine and ORT version, so it is derived at
@@ -38,17 +38,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgepatch.format.delta import Delta
+from edgepatch.format.names import tensor_name
 from edgepatch.runtime.onnx_file import OnnxModel, parse_onnx
-from edgepatch.runtime.refold import (
-    LendingPool,
-    SiteSlots,
-    SiteUpdate,
-    Slot,
-    require,
-    site_updates,
-    view_of,
-    writable_bytes,
-)
+from edgepatch.runtime.base_file import require
+from edgepatch.runtime.buffers import LendingPool, writable_bytes
+from edgepatch.runtime.refold import SiteSlots, SiteUpdate, Slot, site_updates, view_of
 
 MAX_PROBE_CODE = 2**24  # every integer up to here is exact in float32
 
@@ -194,7 +188,7 @@ def _placement(init, values, codes, ranges, sites, base, source) -> Placement:
     moved = np.where(index >= 0, expected[np.maximum(index, 0)], np.float32(0))
     covered = np.bincount(index[index >= 0], minlength=slot.count)
     require(np.array_equal(moved, values) and covered.size == slot.count and np.all(covered == 1),
-            f"{source}: ORT changed the values of `{site}/{role}` when optimizing; cannot write tasks into it")
+            f"{source}: ORT changed the values of `{tensor_name(site, role)}` when optimizing; cannot write tasks into it")
     channel = _out_channel(index, slots, role)
     channels = slot.shape[0] if role == "bias" else slots.bias.shape[0]
     identity = bool(index.size == slot.count and np.array_equal(index, np.arange(index.size)))

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from edgepatch.format.delta import TaskInfo
-from edgepatch.errors import MissingFileError, NonFiniteError, ShapeMismatchError
+from edgepatch.errors import NonFiniteError, ShapeMismatchError
+from edgepatch.format.task import TaskInfo
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -69,14 +68,3 @@ class TaskRunner:
         start = time.perf_counter()
         self._run(np.ascontiguousarray(images, dtype=np.float32))
         return time.perf_counter() - start
-
-
-class BaseFile:
-    """Mixin for the base classes: ``from_file(path, num_threads, **options)`` reads the file once."""
-
-    @classmethod
-    def from_file(cls, path: str, num_threads: int = 1, **options):
-        if not os.path.isfile(path):
-            raise MissingFileError(f"base model '{path}' does not exist")
-        with open(path, "rb") as handle:
-            return cls(handle.read(), path, num_threads, **options)

@@ -35,6 +35,7 @@ import os
 import time
 
 from edgepatch.errors import MissingFileError, UsageError
+from edgepatch.runtime.files import read_task_delta
 
 MIB = 1 << 20
 
@@ -67,9 +68,7 @@ class TaskSwitcher:
     def __init__(self, base, budget_mib: float = 64, resolution: int | None = None, read=None):
         if not budget_mib > 0:
             raise UsageError(f"budget_mib must be > 0. Received {budget_mib!r}")
-        if read is None:
-            from edgepatch.runtime import read_task_delta as read
-        self.base, self.resolution, self._read = base, resolution, read
+        self.base, self.resolution, self._read = base, resolution, read or read_task_delta
         self.budget_bytes = int(budget_mib * MIB)
         self._resident: collections.OrderedDict = collections.OrderedDict()  # key -> (runner, bytes)
         self.hits = self.misses = 0

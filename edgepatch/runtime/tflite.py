@@ -2,19 +2,19 @@
 
 Walk-through::
 
-    from edgepatch.runtime import TFLiteBase, read_delta
+    from edgepatch.runtime import TFLiteBase, read_task_delta
 
-    base = TFLiteBase.from_file("out/base.tflite")   # read and index once
-    flowers = base.apply(read_delta("out/flowers.delta"))
-    logits = flowers.predict(images)                 # [N, classes]
-    cars = base.apply(read_delta("out/cars.delta"))  # switch task: same base
+    base = TFLiteBase.from_file("out/base.tflite")        # read and index once
+    flowers = base.apply(read_task_delta("out/flowers.delta"))
+    logits = flowers.predict(images)                      # [N, classes]
+    cars = base.apply(read_task_delta("out/cars.delta"))  # switch task: same base
 
 Lifetime: the base keeps one immutable copy of the file's bytes. ``apply``
 writes the task's tensors into a copy (weights must be patched before the
 interpreter exists: ``set_tensor`` on a constant weight is ignored under
 XNNPACK) and hands the copy to a new interpreter, which reads it for as long
 as the runner lives. Copies are reused once their runner is gone
-(``patching.BytesPatcher``): keep at most the runners you use, and a swap
+(``patched_base.BytesPatcher``): keep at most the runners you use, and a swap
 writes only the site tensors into warm memory.
 
 ``apply`` returns a runner that is ready to run: the interpreter is
@@ -29,36 +29,32 @@ import time
 
 import numpy as np
 
-from edgepatch.format.delta import Delta
 from edgepatch.errors import BaseModelError
-from edgepatch.runtime.refold import (
-    BytesPatcher,
-    PatchedBase,
-    SiteSlots,
-    Slot,
-    check_fingerprint,
-    require,
-    sha256_hex,
-)
+from edgepatch.format.delta import Delta
+from edgepatch.format.names import BIAS, KERNEL, split_name, tensor_name
+from edgepatch.runtime.base_file import require, sha256_hex
+from edgepatch.runtime.patched_base import BytesPatcher, PatchedBase, check_fingerprint
+from edgepatch.runtime.refold import SiteSlots, Slot
 from edgepatch.runtime.runner import TaskRunner
 from edgepatch.runtime.tflite_file import TFLiteModel, parse_tflite
 
 SITE_OPS = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "depthwise", "FULLY_CONNECTED": "dense"}
 
 
-# Where an Interpreter class may come from, in order of preference. TensorFlow's is the
-# deprecated last resort, imported only when neither LiteRT nor tflite_runtime is installed.
-INTERPRETER_MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite")
+# Where an Interpreter class may come from, in order of preference. Never TensorFlow: the
+# runtime must run where only LiteRT (or the older tflite_runtime) is installed.
+INTERPRETER_MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
 
 
 def interpreter_class():
-    """LiteRT's Interpreter, else tflite_runtime's, else TensorFlow's (deprecated)."""
+    """LiteRT's Interpreter, else tflite_runtime's; BaseModelError when neither is installed."""
     for module in INTERPRETER_MODULES:
         try:
             return importlib.import_module(module).Interpreter
         except ImportError:
             continue
-    raise BaseModelError("no TFLite interpreter: install ai-edge-litert (pip install 'edgepatch[runtime]')")
+    raise BaseModelError("no TFLite interpreter: the runtime needs LiteRT (pip install ai-edge-litert, or "
+                         "pip install 'edgepatch[runtime]') or tflite_runtime; it does not use TensorFlow's")
 
 
 def _float_slot(model: TFLiteModel, index: int, readers: dict[int, int], source: str) -> Slot:
@@ -99,11 +95,12 @@ def tflite_sites(model: TFLiteModel, source: str) -> dict[str, SiteSlots]:
         if op.opcode not in SITE_OPS or len(op.inputs) < 3 or min(op.inputs[1:3]) < 0:
             continue
         kernel_name = model.tensors[op.inputs[1]].name
-        if not kernel_name.endswith("/kernel"):
+        site, role = split_name(kernel_name)
+        if role != KERNEL:
             continue
-        site = kernel_name[: -len("/kernel")]
         bias_name = model.tensors[op.inputs[2]].name
-        require(bias_name == f"{site}/bias", f"{source}: op {op.index} has kernel '{kernel_name}' but bias '{bias_name}'")
+        require(bias_name == tensor_name(site, BIAS),
+                f"{source}: op {op.index} has kernel '{kernel_name}' but bias '{bias_name}'")
         require(site not in sites, f"{source}: site `{site}` appears on two ops")
         sites[site] = SiteSlots(
             SITE_OPS[op.opcode],

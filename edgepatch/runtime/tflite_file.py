@@ -1,39 +1,13 @@
 """Read the few fields edgepatch needs from a .tflite file, with ``struct`` only.
 
-A .tflite file is a FlatBuffer holding a TFLite ``Model`` (``schema.fbs`` in
-TensorFlow/LiteRT). This module reads it without the ``flatbuffers`` package,
-so that the on-device Java loader can mirror it line by line. It reads subgraph
-0 only and never copies tensor data: it reports where the bytes lie.
-
-FlatBuffer layout (all integers little-endian):
-
-- bytes 0..4: u32 position of the root table (the ``Model``);
-  bytes 4..8: the file identifier ``TFL3``.
-- A table at position ``T`` starts with an i32 ``s``; its vtable is at ``T - s``.
-  The vtable holds u16 values: its own byte size, the table's byte size, then
-  one per field id: the field's offset from ``T``, 0 when the field is absent
-  (the schema default applies).
-- A reference field (table, vector, string) at position ``P`` holds a u32 ``r``;
-  the referenced object starts at ``P + r``.
-- A vector or string is a u32 element count followed by the elements. A vector
-  of tables holds u32 references, each relative to its own position.
-
-Fields read (field id, name, type):
-
-- Model: 1 operator_codes [OperatorCode], 2 subgraphs [SubGraph], 4 buffers [Buffer]
-- SubGraph: 0 tensors [Tensor], 1 inputs [i32], 2 outputs [i32], 3 operators [Operator]
-- Tensor: 0 shape [i32], 1 type i8, 2 buffer u32, 3 name string, 7 shape_signature [i32]
-- Buffer: 0 data [u8], 1 offset u64, 2 size u64
-- Operator: 0 opcode_index u32, 1 inputs [i32], 2 outputs [i32]
-- OperatorCode: 0 deprecated_builtin_code i8, 3 builtin_code i32; the code is
-  the larger of the two (old files set only the first, new ones both).
-
-A buffer's bytes lie in one of two layouts. Inline (the default): ``data`` is a
-``[u8]`` vector inside the flatbuffer. External (``_experimental_use_buffer_offset``
-and files over 2 GB): ``offset > 1`` and ``size`` give an absolute byte range
-after the flatbuffer, as LiteRT reads it. Every position read from the file is
-checked against the file size before use; any inconsistency raises
-``BaseModelError`` naming the file and what is wrong.
+A .tflite file is a FlatBuffer holding a TFLite ``Model``. The layout and the
+fields read are specified in ``edgepatch/format/spec.py``, section *Bases*
+(Reading a .tflite base); the Java loader reads the same. This module reads it
+without the ``flatbuffers`` package, subgraph 0 only, and never copies tensor
+data: it reports where the bytes lie, in either buffer layout (inline or
+external). Every position read from the file is checked against the file size
+before use; any inconsistency raises ``BaseModelError`` naming the file and
+what is wrong.
 """
 
 from __future__ import annotations
@@ -44,53 +18,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgepatch.errors import BaseModelError, UsageError
+from edgepatch.errors import BaseModelError
+from edgepatch.runtime.buffers import as_buffer
+from edgepatch.runtime.tflite_schema import DTYPES, OP_NAMES
 
 FILE_IDENTIFIER = b"TFL3"
-
-# BuiltinOperator names in code order (0..209), as in schema.fbs.
-_OP_NAMES = tuple("""
-    ADD AVERAGE_POOL_2D CONCATENATION CONV_2D DEPTHWISE_CONV_2D DEPTH_TO_SPACE DEQUANTIZE
-    EMBEDDING_LOOKUP FLOOR FULLY_CONNECTED HASHTABLE_LOOKUP L2_NORMALIZATION L2_POOL_2D
-    LOCAL_RESPONSE_NORMALIZATION LOGISTIC LSH_PROJECTION LSTM MAX_POOL_2D MUL RELU RELU_N1_TO_1
-    RELU6 RESHAPE RESIZE_BILINEAR RNN SOFTMAX SPACE_TO_DEPTH SVDF TANH CONCAT_EMBEDDINGS
-    SKIP_GRAM CALL CUSTOM EMBEDDING_LOOKUP_SPARSE PAD UNIDIRECTIONAL_SEQUENCE_RNN GATHER
-    BATCH_TO_SPACE_ND SPACE_TO_BATCH_ND TRANSPOSE MEAN SUB DIV SQUEEZE
-    UNIDIRECTIONAL_SEQUENCE_LSTM STRIDED_SLICE BIDIRECTIONAL_SEQUENCE_RNN EXP TOPK_V2 SPLIT
-    LOG_SOFTMAX DELEGATE BIDIRECTIONAL_SEQUENCE_LSTM CAST PRELU MAXIMUM ARG_MAX MINIMUM LESS NEG
-    PADV2 GREATER GREATER_EQUAL LESS_EQUAL SELECT SLICE SIN TRANSPOSE_CONV SPARSE_TO_DENSE TILE
-    EXPAND_DIMS EQUAL NOT_EQUAL LOG SUM SQRT RSQRT SHAPE POW ARG_MIN FAKE_QUANT REDUCE_PROD
-    REDUCE_MAX PACK LOGICAL_OR ONE_HOT LOGICAL_AND LOGICAL_NOT UNPACK REDUCE_MIN FLOOR_DIV
-    REDUCE_ANY SQUARE ZEROS_LIKE FILL FLOOR_MOD RANGE RESIZE_NEAREST_NEIGHBOR LEAKY_RELU
-    SQUARED_DIFFERENCE MIRROR_PAD ABS SPLIT_V UNIQUE CEIL REVERSE_V2 ADD_N GATHER_ND COS WHERE
-    RANK ELU REVERSE_SEQUENCE MATRIX_DIAG QUANTIZE MATRIX_SET_DIAG ROUND HARD_SWISH IF WHILE
-    NON_MAX_SUPPRESSION_V4 NON_MAX_SUPPRESSION_V5 SCATTER_ND SELECT_V2 DENSIFY SEGMENT_SUM
-    BATCH_MATMUL PLACEHOLDER_FOR_GREATER_OP_CODES CUMSUM CALL_ONCE BROADCAST_TO RFFT2D CONV_3D
-    IMAG REAL COMPLEX_ABS HASHTABLE HASHTABLE_FIND HASHTABLE_IMPORT HASHTABLE_SIZE REDUCE_ALL
-    CONV_3D_TRANSPOSE VAR_HANDLE READ_VARIABLE ASSIGN_VARIABLE BROADCAST_ARGS
-    RANDOM_STANDARD_NORMAL BUCKETIZE RANDOM_UNIFORM MULTINOMIAL GELU DYNAMIC_UPDATE_SLICE
-    RELU_0_TO_1 UNSORTED_SEGMENT_PROD UNSORTED_SEGMENT_MAX UNSORTED_SEGMENT_SUM ATAN2
-    UNSORTED_SEGMENT_MIN SIGN BITCAST BITWISE_XOR RIGHT_SHIFT STABLEHLO_LOGISTIC STABLEHLO_ADD
-    STABLEHLO_DIVIDE STABLEHLO_MULTIPLY STABLEHLO_MAXIMUM STABLEHLO_RESHAPE STABLEHLO_CLAMP
-    STABLEHLO_CONCATENATE STABLEHLO_BROADCAST_IN_DIM STABLEHLO_CONVOLUTION STABLEHLO_SLICE
-    STABLEHLO_CUSTOM_CALL STABLEHLO_REDUCE STABLEHLO_ABS STABLEHLO_AND STABLEHLO_COSINE
-    STABLEHLO_EXPONENTIAL STABLEHLO_FLOOR STABLEHLO_LOG STABLEHLO_MINIMUM STABLEHLO_NEGATE
-    STABLEHLO_OR STABLEHLO_POWER STABLEHLO_REMAINDER STABLEHLO_RSQRT STABLEHLO_SELECT
-    STABLEHLO_SUBTRACT STABLEHLO_TANH STABLEHLO_SCATTER STABLEHLO_COMPARE STABLEHLO_CONVERT
-    STABLEHLO_DYNAMIC_SLICE STABLEHLO_DYNAMIC_UPDATE_SLICE STABLEHLO_PAD STABLEHLO_IOTA
-    STABLEHLO_DOT_GENERAL STABLEHLO_REDUCE_WINDOW STABLEHLO_SORT STABLEHLO_WHILE
-    STABLEHLO_GATHER STABLEHLO_TRANSPOSE DILATE STABLEHLO_RNG_BIT_GENERATOR REDUCE_WINDOW
-    STABLEHLO_COMPOSITE STABLEHLO_SHIFT_LEFT STABLEHLO_CBRT STABLEHLO_CASE
-""".split())
-
-# TensorType code -> numpy dtype; types numpy cannot hold (string, int4, bfloat16, ...) map to None.
-_DTYPES = {
-    code: np.dtype(name)
-    for code, name in {
-        0: "<f4", 1: "<f2", 2: "<i4", 3: "u1", 4: "<i8", 6: "?", 7: "<i2", 8: "<c8",
-        9: "i1", 10: "<f8", 11: "<c16", 12: "<u8", 15: "<u4", 16: "<u2",
-    }.items()
-}
 
 _I8 = struct.Struct("<b")
 _I32 = struct.Struct("<i")
@@ -287,7 +219,7 @@ def parse_tflite(data: bytes | bytearray | memoryview, source: str) -> TFLiteMod
         BaseModelError: the file is not a TFLite flatbuffer, or any position,
             index or size in it is inconsistent.
     """
-    buf = _as_buffer(data, "parse_tflite")
+    buf = as_buffer(data, "parse_tflite")
     if len(buf) < 8:
         raise BaseModelError(
             f"{source}: file is {len(buf)} bytes, too short for a TFLite header (8 bytes)"
@@ -302,22 +234,6 @@ def parse_tflite(data: bytes | bytearray | memoryview, source: str) -> TFLiteMod
         return _read_model(_FlatBuffer(buf))
     except _Malformed as error:
         raise BaseModelError(f"{source}: {error}") from None
-
-
-def _as_buffer(data, caller: str) -> bytes | bytearray | memoryview:
-    if isinstance(data, (bytes, bytearray)):
-        return data
-    if isinstance(data, str):
-        raise UsageError(f"{caller}() needs the file's bytes; received a str")
-    try:
-        view = memoryview(data)
-    except TypeError:
-        raise UsageError(
-            f"{caller}() needs bytes, bytearray or memoryview; received {type(data).__name__}"
-        ) from None
-    if not view.c_contiguous:
-        raise UsageError(f"{caller}() needs a contiguous buffer; received a strided memoryview")
-    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
 
 
 def _read_model(fb: _FlatBuffer) -> TFLiteModel:
@@ -349,7 +265,7 @@ def _read_opcode(fb: _FlatBuffer, table, what: str) -> str:
         fb.scalar(table, 0, _I8, 0, what, "deprecated_builtin_code"),
         fb.scalar(table, 3, _I32, 0, what, "builtin_code"),
     )
-    return _OP_NAMES[code] if 0 <= code < len(_OP_NAMES) else f"BUILTIN_{code}"
+    return OP_NAMES[code] if 0 <= code < len(OP_NAMES) else f"BUILTIN_{code}"
 
 
 def _read_tensors(fb: _FlatBuffer, graph, buffers: list[int]) -> list[TFLiteTensor]:
@@ -359,7 +275,7 @@ def _read_tensors(fb: _FlatBuffer, graph, buffers: list[int]) -> list[TFLiteTens
         what = f"tensor {index}"
         table = fb.table(pos, what)
         shape = fb.int32s(table, 0, what, "shape")
-        dtype = _DTYPES.get(fb.scalar(table, 1, _I8, 0, what, "type"))
+        dtype = DTYPES.get(fb.scalar(table, 1, _I8, 0, what, "type"))
         buffer = fb.scalar(table, 2, _U32, 0, what, "buffer")
         name = fb.string(table, 3, what, "name")
         signature = fb.int32s(table, 7, what, "shape_signature") or shape

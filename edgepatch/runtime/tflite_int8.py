@@ -1,5 +1,8 @@
 """LiteRT backend for int8 bases: patch quantization vectors and buffers in place.
 
+Specified in ``edgepatch/format/spec.py``, sections *Bases* (int8 TFLite) and
+*Applying an int8 delta*.
+
 Walk-through::
 
     from edgepatch.runtime import load_base, read_task_delta
@@ -21,8 +24,7 @@ import numpy as np
 
 from edgepatch.errors import ShapeMismatchError, WrongBaseError
 from edgepatch.format.int8_delta import BASE_FORMAT, Int8Delta, Refold, refolded
-from edgepatch.runtime.refold import require, sha256_hex
-from edgepatch.runtime.runner import BaseFile
+from edgepatch.runtime.base_file import BaseFile, require, sha256_hex
 from edgepatch.runtime.tflite import TFLiteRunner
 from edgepatch.runtime.tflite_file import TFLiteModel, parse_tflite
 

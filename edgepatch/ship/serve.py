@@ -1,7 +1,7 @@
 """Serve a bundle directory over HTTP (stdlib ``ThreadingHTTPServer``), on loopback by default.
 
 Only the bundle's own names are served: ``/manifest.json``, ``/manifest.sig``
-and ``/files/<64 hex>.<tflite|onnx|delta>``; every other path is 404, so there
+and ``/files/<64 hex>.<tflite|onnx|int8.tflite|delta|int8.delta>``; every other path is 404, so there
 is no directory listing and no path traversal (the path is matched, never
 joined as given; symlinked files are refused). GET and HEAD only.
 
@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 from edgepatch.errors import BundleError, MissingFileError, UsageError
 from edgepatch.ship.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES
 
-SERVED_PATH = re.compile(r"/(?:manifest\.json|manifest\.sig|files/([0-9a-f]{64})\.(?:delta|tflite|onnx))")
+SERVED_PATH = re.compile(r"/(?:manifest\.json|manifest\.sig|files/([0-9a-f]{64})\.(?:(?:int8\.)?(?:delta|tflite)|onnx))")
 RANGE = re.compile(r"bytes=(\d{0,19})-(\d{0,19})")
 CHUNK = 256 * 1024
 IMMUTABLE = "public, max-age=31536000, immutable"

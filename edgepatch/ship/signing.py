@@ -104,19 +104,24 @@ def write_keypair(prefix: str) -> tuple[str, str, str]:
     """Generate a key pair; write ``PREFIX.key`` (mode 0600) and ``PREFIX.pub`` atomically.
 
     Args:
-      prefix: path prefix of the two files; its directory must exist.
+      prefix: path prefix of the two files; missing directories are created (mode 0700).
 
     Returns:
       (private key path, public key path, key id).
 
     Raises:
-      UsageError: either file already exists (keys are never overwritten).
-      MissingFileError: the directory does not exist.
+      UsageError: either file already exists (keys are never overwritten), or the
+        directory cannot be created.
     """
     private_path, public_path = f"{prefix}.key", f"{prefix}.pub"
     for path in (private_path, public_path):
         if os.path.lexists(path):
             raise UsageError(f"{path} already exists; refusing to overwrite a key (choose another --out)")
+    directory = os.path.dirname(os.path.abspath(private_path))
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create the key directory {directory}: {error.strerror or error}") from None
     private = Ed25519PrivateKey.generate()
     public = private.public_key()
     write_bytes_atomic(private_path, private.private_bytes(

@@ -4,6 +4,10 @@
 ``DIR/<class>/*`` layout is split into train/test by a seeded shuffle. Files
 on disk are sorted by class, so every stream that feeds training or
 statistics estimation is shuffled.
+
+The trainers build every pipeline they read through a ``PipelineBuilder``
+(default ``make_dataset``); pass another one (``pipeline=``) to feed them
+from memory, a cache or any other tf.data source.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass
+from typing import Protocol
 
 from edgepatch.format.delta import Preprocessing
 from edgepatch.errors import DataError, MissingFileError, UsageError
@@ -23,6 +28,17 @@ class ImageFolderSplit:
     classes: tuple[str, ...]
     train: tuple[tuple[str, int], ...]  # (path, label)
     test: tuple[tuple[str, int], ...]
+
+
+class PipelineBuilder(Protocol):
+    """Turns (path, label) items into a batched tf.data pipeline of (image, label); ``make_dataset`` is one.
+
+    Images are ``resolution`` square, preprocessed as ``preprocessing`` says;
+    ``shuffle`` asks for a stream reshuffled every epoch from ``seed``.
+    """
+
+    def __call__(self, items, resolution: int, preprocessing: Preprocessing, batch_size: int, shuffle: bool,
+                 seed: int = 0): ...
 
 
 def _class_dirs(root: str) -> list[str]:

@@ -19,12 +19,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgepatch.train.data import ImageFolderSplit, make_dataset
-from edgepatch.format.delta import TaskInfo
 from edgepatch.errors import UsageError
+from edgepatch.format.delta import TaskInfo
+from edgepatch.kinds import head_is_private, head_kind, owned_layer_ids, parse_kinds, statistics_after_training
+from edgepatch.train.checkpoint import EpochCheckpoint
+from edgepatch.train.data import ImageFolderSplit, PipelineBuilder, make_dataset
 from edgepatch.train.patchfile import TaskPatch, extract_patch
+from edgepatch.train.transfer import accuracy
 
-HEAD_KIND = "logits"
+# Private BN statistics train on batch statistics and are re-estimated after training.
+BN_STATS_MODE = "reestimate"
 
 
 @dataclass(frozen=True)
@@ -61,22 +65,17 @@ class TaskRun:
     patch: TaskPatch | None = None
 
 
-def _private_layer_ids(model, private) -> set[int]:
-    from edgepatch.kinds import get_kind
-
-    return {id(layer) for name in private for layer in get_kind(name).layers(model)}
-
-
 def build_task_models(base, infos: list[TaskInfo], private: tuple[str, ...], seed: int = 0) -> list:
     """One model per task; layers of ``private`` kinds are per task, all others shared.
 
-    A private head (``logits`` in ``private``) gets ``len(info.classes)``
+    A private head (a kind in ``private`` owns it) gets ``len(info.classes)``
     outputs; a shared head requires every task to have the base's classes.
     """
-    from edgepatch.train.models import clone_with_input, with_new_head
     from edgepatch.kinds.keras_sites import head_layer
+    from edgepatch.train.models import clone_with_input, with_new_head
 
-    private_ids = _private_layer_ids(base, private)
+    private_ids = owned_layer_ids(base, private)
+    private_head = head_is_private(private)
     head = head_layer(base)
     models = []
     for index, info in enumerate(infos):
@@ -94,12 +93,12 @@ def build_task_models(base, infos: list[TaskInfo], private: tuple[str, ...], see
             model = clone_with_input(base, info.resolution, clone)
             for original, copy in copies.values():
                 copy.set_weights(original.get_weights())
-        if HEAD_KIND in private and len(info.classes) != head.units:
+        if private_head and len(info.classes) != head.units:
             model = with_new_head(model, len(info.classes), seed + index)
-        elif HEAD_KIND not in private and len(info.classes) != head.units:
+        elif len(info.classes) != head.units:
             raise UsageError(
                 f"task '{info.name}' has {len(info.classes)} classes but the head is shared with "
-                f"{head.units} outputs; make 'logits' private or use tasks with the same classes"
+                f"{head.units} outputs; make '{head_kind().name}' private or use tasks with the same classes"
             )
         models.append(model)
     return models
@@ -115,22 +114,6 @@ def _optimizer(config: MultiTaskConfig, steps_per_epoch: int):
         staircase=True,
     )
     return keras.optimizers.Adam(schedule)
-
-
-def _checkpointing(models, optimizers, directory: str | None):
-    """An epoch counter and, with a directory, a CheckpointManager restored from its latest save."""
-    import tensorflow as tf
-
-    epoch_done = tf.Variable(0, dtype=tf.int64, trainable=False)
-    if directory is None:
-        return epoch_done, None
-    checkpoint = tf.train.Checkpoint(epoch=epoch_done, **{f"model_{i}": m for i, m in enumerate(models)},
-                                     **{f"optimizer_{i}": o for i, o in enumerate(optimizers)})
-    manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=1)
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint)
-        print(f"resumed from {manager.latest_checkpoint} after epoch {int(epoch_done.numpy())}", file=sys.stderr)
-    return epoch_done, manager
 
 
 def _train_step(model, optimizer, strategy, element_spec):
@@ -162,25 +145,9 @@ def _train_step(model, optimizer, strategy, element_spec):
     return step
 
 
-def train_multitask(base, runs: list[TaskRun], config: MultiTaskConfig, strategy=None,
-                    verbose: int = 1) -> list[TaskRun]:
-    """Train all tasks together (interleaved batches); fill each run's model, accuracies and patch.
-
-    Args:
-        base: the starting Keras classifier; built inside ``strategy.scope()``
-            when a strategy is given, since its layers become the shared ones.
-        runs: one TaskRun per task (info + split); task 0 keeps the base's layers.
-        config: private kinds, epochs and the per-task learning-rate schedule.
-        strategy: a tf.distribute strategy (``edgepatch.train.strategy``); None: default.
-    """
+def _task_models(base, runs: list[TaskRun], config: MultiTaskConfig, strategy, steps: list[int]):
+    """The task models and their optimizers, built (slots included) inside ``strategy.scope()``."""
     import keras
-    import tensorflow as tf
-
-    strategy = strategy or tf.distribute.get_strategy()
-    steps = [max(1, -(-len(r.split.train) // config.batch_size)) for r in runs]  # per task epoch
-
-    from edgepatch.kinds import parse_kinds
-    from edgepatch.train.transfer import accuracy, reestimate_bn_statistics
 
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
@@ -191,36 +158,68 @@ def train_multitask(base, runs: list[TaskRun], config: MultiTaskConfig, strategy
         optimizers = [_optimizer(config, s) for s in steps]
         for model, optimizer in zip(models, optimizers):
             optimizer.build(model.trainable_variables)  # slots exist before a checkpoint restores them
-    datasets = [make_dataset(r.split.train, r.info.resolution, r.info.preprocessing, config.batch_size, True,
-                             config.seed + i) for i, r in enumerate(runs)]
-    steps_per_round = max(steps)
-    iterators = [iter(strategy.experimental_distribute_dataset(d.repeat())) for d in datasets]
-    train_steps = [_train_step(m, o, strategy, it.element_spec) for m, o, it in zip(models, optimizers, iterators)]
-    epoch_done, manager = _checkpointing(models, optimizers, config.checkpoint_dir)
-    for epoch in range(int(epoch_done.numpy()), config.epochs):
+    return models, optimizers
+
+
+def _run_epochs(runs, iterators, train_steps, steps_per_round: int, config: MultiTaskConfig,
+                checkpoint: EpochCheckpoint | None, verbose: int) -> None:
+    """Interleave one step per task, ``steps_per_round`` rounds an epoch, from the last saved epoch on."""
+    for epoch in range(checkpoint.restore() if checkpoint else 0, config.epochs):
         totals = np.zeros((len(runs), 3))  # loss, correct, examples
         for _ in range(steps_per_round):
             for i, (iterator, step) in enumerate(zip(iterators, train_steps)):
                 images, labels = next(iterator)
                 totals[i] += [float(value) for value in step(images, labels)]
-        epoch_done.assign(epoch + 1)
-        if manager is not None:
-            manager.save()
+        if checkpoint is not None:
+            checkpoint.save(epoch + 1)
         if verbose:
             summary = ", ".join(f"{r.info.name} loss {t[0] / steps_per_round:.3f} accuracy {t[1] / t[2]:.3f}"
                                 for r, t in zip(runs, totals))
             print(f"epoch {epoch + 1}/{config.epochs}: {summary}", file=sys.stderr)
+
+
+def _finish(runs, models, datasets, config: MultiTaskConfig, pipeline: PipelineBuilder) -> None:
+    """Settle private BN statistics, then fill each run's model, accuracies and patch."""
     private = parse_kinds(config.private) if config.private else ()
     for run, model, dataset in zip(runs, models, datasets):
-        if "scale_bias" in private:
-            reestimate_bn_statistics(model, dataset, config.reestimate_batches)
-        evaluate = make_dataset(run.split.train, run.info.resolution, run.info.preprocessing, 64, False)
+        statistics_after_training(model, private, BN_STATS_MODE, dataset, config.reestimate_batches)
         run.model = model
-        run.train_accuracy = accuracy(model, evaluate)
-        run.test_accuracy = accuracy(
-            model, make_dataset(run.split.test, run.info.resolution, run.info.preprocessing, 64, False))
+        run.train_accuracy = accuracy(model, pipeline(run.split.train, run.info.resolution,
+                                                      run.info.preprocessing, 64, False))
+        run.test_accuracy = accuracy(model, pipeline(run.split.test, run.info.resolution,
+                                                     run.info.preprocessing, 64, False))
         record = {"mode": "multitask", "epochs": config.epochs, "learning_rate": config.learning_rate,
                   "decay_epochs": config.decay_epochs, "decay_rate": config.decay_rate, "seed": config.seed,
                   "train_accuracy": run.train_accuracy, "test_accuracy": run.test_accuracy}
         run.patch = extract_patch(model, run.info, private, private, record) if private else None
+
+
+def train_multitask(base, runs: list[TaskRun], config: MultiTaskConfig, strategy=None, verbose: int = 1,
+                    pipeline: PipelineBuilder = make_dataset) -> list[TaskRun]:
+    """Train all tasks together (interleaved batches); fill each run's model, accuracies and patch.
+
+    Args:
+        base: the starting Keras classifier; built inside ``strategy.scope()``
+            when a strategy is given, since its layers become the shared ones.
+        runs: one TaskRun per task (info + split); task 0 keeps the base's layers.
+        config: private kinds, epochs and the per-task learning-rate schedule.
+        strategy: a tf.distribute strategy (``edgepatch.train.strategy``); None: default.
+        verbose: 0 silent, 1 one line per epoch on stderr.
+        pipeline: builds the tf.data pipelines from each split's items (default: decode the image files).
+    """
+    import tensorflow as tf
+
+    strategy = strategy or tf.distribute.get_strategy()
+    steps = [max(1, -(-len(r.split.train) // config.batch_size)) for r in runs]  # per task epoch
+    models, optimizers = _task_models(base, runs, config, strategy, steps)
+    datasets = [pipeline(r.split.train, r.info.resolution, r.info.preprocessing, config.batch_size, True,
+                         config.seed + i) for i, r in enumerate(runs)]
+    iterators = [iter(strategy.experimental_distribute_dataset(d.repeat())) for d in datasets]
+    train_steps = [_train_step(m, o, strategy, it.element_spec) for m, o, it in zip(models, optimizers, iterators)]
+    checkpoint = None
+    if config.checkpoint_dir is not None:
+        checkpoint = EpochCheckpoint(config.checkpoint_dir, **{f"model_{i}": m for i, m in enumerate(models)},
+                                     **{f"optimizer_{i}": o for i, o in enumerate(optimizers)})
+    _run_epochs(runs, iterators, train_steps, max(steps), config, checkpoint, verbose)
+    _finish(runs, models, datasets, config, pipeline)
     return runs

@@ -270,3 +270,16 @@ def test_int8_tensor_names_and_edit_positions_are_exact(int8_ship, tmp_path, cha
     with pytest.raises(HeaderError) as caught:
         read_int8_delta(path)
     assert str(caught.value).startswith(message.format(path=path))
+
+
+def test_inspect_describes_an_int8_base_by_its_ops(int8_ship):
+    from edgepatch.apps.inspect import describe_file
+    from edgepatch.runtime.tflite_file import parse_tflite
+
+    path = str(int8_ship[0] / "base_int8.tflite")
+    data = open(path, "rb").read()
+    info = describe_file(path)
+    assert info["kind"] == "base" and info["format"] == "tflite_int8" and info["bytes"] == len(data)
+    model = parse_tflite(data, path)
+    assert info["tensors"] == len(model.tensors) and sum(info["ops"].values()) == len(model.ops)
+    assert info["ops"]["CONV_2D"] >= 3 and info["ops"]["FULLY_CONNECTED"] == 1

@@ -50,6 +50,7 @@ def make_patch(base, path: str, name: str, classes: int, seed: int, kinds=("scal
     import keras
 
     from edgepatch.format.delta import Preprocessing, TaskInfo
+    from edgepatch.kinds import get_kind
     from edgepatch.train.models import with_new_head
     from edgepatch.train.patchfile import extract_patch, write_patch
 
@@ -58,10 +59,9 @@ def make_patch(base, path: str, name: str, classes: int, seed: int, kinds=("scal
     model = with_new_head(copy, classes, seed)
     set_real_bn_statistics(model, seed)
     rng = np.random.default_rng(seed)
-    if "depthwise" in kinds:
-        for layer in model.layers:
-            if isinstance(layer, keras.layers.DepthwiseConv2D):
-                layer.kernel.assign(np.asarray(layer.kernel) * rng.uniform(0.5, 1.5, layer.kernel.shape))
+    for layer in (layer for name in kinds for layer in get_kind(name).layers(model)):
+        if isinstance(layer, keras.layers.DepthwiseConv2D):  # a private depthwise kernel
+            layer.kernel.assign(np.asarray(layer.kernel) * rng.uniform(0.5, 1.5, layer.kernel.shape))
     head = model.layers[-1]
     head.bias.assign(rng.normal(0, 0.5, classes))
     resolution = int(base.inputs[0].shape[1])

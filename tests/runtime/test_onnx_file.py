@@ -218,9 +218,56 @@ def test_duplicate_initializer_names():
                  "bad.onnx: graph has two initializers named 'w'")
 
 
+def read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        value, pos, shift = value | (byte & 0x7F) << shift, pos + 1, shift + 7
+        if byte < 0x80:
+            return value, pos
+
+
+def graph_field(model: bytes) -> tuple[int, int, int]:
+    """(key position, payload start, payload length) of ModelProto field 7, found by the test's own walk."""
+    pos = 0
+    while True:
+        key_pos = pos
+        key, pos = read_varint(model, pos)
+        if key & 7 == 0:
+            _, pos = read_varint(model, pos)
+            continue
+        length, pos = read_varint(model, pos)
+        if key == (7 << 3 | 2):
+            return key_pos, pos, length
+        pos += length
+
+
+def test_corruption_of_the_model_structure_is_noticed_with_its_exact_error(converted):
+    key_pos, start, length = graph_field(converted)
+    assert start - key_pos > 2, "the graph's length varint has several bytes"
+    end_of_graph = start + length
+    for cut in np.linspace(start + 1, end_of_graph - 1, 25).astype(int):
+        expect_error(converted[:cut], f"bad.onnx: model: field 7 at offset {start} (+{length} bytes) runs past "
+                                      f"the end of its message at offset {cut}")
+    expect_error(converted[:key_pos + 2],
+                 f"bad.onnx: model: varint runs past the end of its message at offset {key_pos + 2}")
+    for key, message in ((7 << 3 | 3, "field 7 has unsupported wire type 3"),
+                         (0 << 3 | 2, f"field number 0 at offset {key_pos} is invalid")):
+        corrupt = bytearray(converted)
+        corrupt[key_pos] = key
+        expect_error(bytes(corrupt), f"bad.onnx: model: {message}")
+    expect_error(converted[:key_pos] + converted[end_of_graph:], "bad.onnx: model has no graph (ModelProto field 7)")
+
+
 def test_random_corruption_raises_only_base_model_error(converted):
-    """Flipped bytes and cuts anywhere give a parse or a BaseModelError, never another error."""
+    """Flipped bytes and cuts anywhere give a parse or a BaseModelError naming the file, never another error.
+
+    Random damage has no predictable message (the exact errors are pinned above); here every
+    rejection must be exactly a BaseModelError whose message starts with the file's name, and
+    the damage must be noticed in most rounds.
+    """
     rng = np.random.default_rng(0)
+    noticed = 0
     for _ in range(400):
         corrupt = bytearray(converted)
         for position in rng.integers(0, len(converted), size=rng.integers(1, 4)):
@@ -229,5 +276,7 @@ def test_random_corruption_raises_only_base_model_error(converted):
             corrupt = corrupt[: rng.integers(0, len(corrupt))]
         try:
             parse_onnx(corrupt, "bad.onnx")
-        except BaseModelError:
-            pass
+        except BaseModelError as error:
+            assert type(error) is BaseModelError and str(error).startswith("bad.onnx: "), error
+            noticed += 1
+    assert noticed >= 100, noticed

@@ -10,7 +10,7 @@ import pytest
 
 from edgepatch.errors import BaseModelError, UsageError
 from edgepatch.runtime import OnnxBase, TFLiteBase, read_delta
-from edgepatch.runtime.refold import writable_bytes
+from edgepatch.runtime.buffers import writable_bytes
 
 
 def _inputs(resolution=32, count=2, seed=3):

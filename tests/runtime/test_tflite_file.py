@@ -18,7 +18,8 @@ from converters.tflite_rewrite import (
     to_external_buffer_layout,
 )
 from edgepatch.errors import BaseModelError, UsageError
-from edgepatch.runtime.tflite_file import _OP_NAMES, TFLiteModel, parse_tflite
+from edgepatch.runtime.tflite_file import TFLiteModel, parse_tflite
+from edgepatch.runtime.tflite_schema import OP_NAMES
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
@@ -174,7 +175,7 @@ def test_rejects_non_buffer():
 
 def test_opcode_names_follow_the_schema():
     schema_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    assert _OP_NAMES == tuple(schema_names[code] for code in range(len(schema_names)))
+    assert OP_NAMES == tuple(schema_names[code] for code in range(len(schema_names)))
 
 
 def assert_same_tensor_data(a: bytes, b: bytes):
@@ -481,9 +482,40 @@ def test_hand_built_models():
     expect_error(pack_model(no_graphs), "bad.tflite: model has no subgraphs")
 
 
+def test_corruption_of_the_flatbuffer_structure_is_noticed_with_its_exact_error(inline):
+    root = struct.unpack_from("<I", inline, 0)[0]
+    size = len(inline)
+    for cut in range(8):
+        expect_error(inline[:cut], f"bad.tflite: file is {cut} bytes, too short for a TFLite header (8 bytes)")
+    for cut in range(8, root + 4):
+        expect_error(inline[:cut], f"bad.tflite: model table at offset {root} (+4 bytes) is outside the file "
+                                   f"({cut} bytes)")
+    for position in range(4, 8):
+        corrupt = bytearray(inline)
+        corrupt[position] ^= 0x20
+        expect_error(bytes(corrupt), f"bad.tflite: not a TFLite model: file identifier is "
+                                     f"{bytes(corrupt[4:8])!r}, expected b'TFL3'")
+    expect_error(struct.pack("<I", size) + inline[4:],
+                 f"bad.tflite: model table at offset {size} (+4 bytes) is outside the file ({size} bytes)")
+    corrupt = bytearray(inline)
+    struct.pack_into("<i", corrupt, root, root - size)  # the model's vtable moves to the end of the file
+    expect_error(bytes(corrupt), f"bad.tflite: model vtable at offset {size} (+4 bytes) is outside the file "
+                                 f"({size} bytes)")
+    vtable = root - struct.unpack_from("<i", inline, root)[0]
+    corrupt = bytearray(inline)
+    struct.pack_into("<H", corrupt, vtable, 3)
+    expect_error(bytes(corrupt), f"bad.tflite: model vtable at offset {vtable} has invalid size 3")
+
+
 def test_random_corruption_raises_only_base_model_error(inline):
-    """Flipped bytes and cuts anywhere give a parse or a BaseModelError, never another error."""
+    """Flipped bytes and cuts anywhere give a parse or a BaseModelError naming the file, never another error.
+
+    Random damage has no predictable message (the exact errors are pinned above); here every
+    rejection must be exactly a BaseModelError whose message starts with the file's name, and
+    the damage must be noticed in many rounds.
+    """
     rng = np.random.default_rng(0)
+    noticed = 0
     for _ in range(400):
         corrupt = bytearray(inline)
         for position in rng.integers(8, len(inline), size=rng.integers(1, 4)):
@@ -492,5 +524,7 @@ def test_random_corruption_raises_only_base_model_error(inline):
             corrupt = corrupt[: rng.integers(8, len(corrupt))]
         try:
             parse_tflite(corrupt, "bad.tflite")
-        except BaseModelError:
-            pass
+        except BaseModelError as error:
+            assert type(error) is BaseModelError and str(error).startswith("bad.tflite: "), error
+            noticed += 1
+    assert noticed >= 100, noticed

@@ -192,8 +192,24 @@ def test_pack_refuses_bad_arguments(small_ship, keys, tmp_path):
          "refusing to replace what is not a bundle"),
         (dict(out_dir=str(small_ship[0].parent)), UsageError,
          f"--out {small_ship[0].parent} contains the input {bases['tflite']}; choose another directory"),
-        (dict(model_version=" 1"), UsageError,
-         "model version must be 1..128 printable ASCII characters, not starting with a space; received ' 1'"),
+        (dict(model_version=' 1'), UsageError,
+         "model version must be an integer or integers joined by dots (compared numerically; at most 128 "
+         "characters), e.g. 3 or 2024.6.1; received ' 1'"),
+        (dict(model_version='load'), UsageError,
+         "model version must be an integer or integers joined by dots (compared numerically; at most 128 "
+         "characters), e.g. 3 or 2024.6.1; received 'load'"),
+        (dict(model_version='1.x'), UsageError,
+         "model version must be an integer or integers joined by dots (compared numerically; at most 128 "
+         "characters), e.g. 3 or 2024.6.1; received '1.x'"),
+        (dict(model_version='v2'), UsageError,
+         "model version must be an integer or integers joined by dots (compared numerically; at most 128 "
+         "characters), e.g. 3 or 2024.6.1; received 'v2'"),
+        (dict(model_version='1..2'), UsageError,
+         "model version must be an integer or integers joined by dots (compared numerically; at most 128 "
+         "characters), e.g. 3 or 2024.6.1; received '1..2'"),
+        (dict(model_version='111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111'), UsageError,
+         "model version must be an integer or integers joined by dots (compared numerically; at most 128 "
+         "characters), e.g. 3 or 2024.6.1; received '111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111111'"),
         (dict(signing_key=keys["old"][1]), KeyFileError, None),
     ]
     for change, kind, message in cases:
@@ -237,6 +253,11 @@ def test_cli_keygen_pack_verify(small_ship, tmp_path):
     result = runner.invoke(ship_cli(), ["pack", str(small_ship[0]), "--out", str(tmp_path / "b"),
                                         "--model-version", "3", "--sign", str(tmp_path / "k.key")])
     assert result.exit_code == 0 and f"signed by key {key_id}, 3 files" in result.output
+    result = runner.invoke(ship_cli(), ["pack", str(small_ship[0]), "--out", str(tmp_path / "b"),
+                                        "--model-version", "spring"])
+    assert (result.exit_code, result.output) == (2, "error: model version must be an integer or integers joined "
+                                                    "by dots (compared numerically; at most 128 characters), e.g. 3 "
+                                                    "or 2024.6.1; received 'spring'\n")
     result = runner.invoke(ship_cli(), ["verify", str(tmp_path / "b"), "--pubkey", str(tmp_path / "k.pub"), "--json"])
     assert result.exit_code == 0 and json.loads(result.output)["key_id"] == key_id
     result = runner.invoke(ship_cli(), ["verify", str(tmp_path / "b")])

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from helpers.killing import run_until_killed
 from helpers.served import Served
+from ship_servers import CutServer
 
 from edgepatch.ship.bundle import pack_bundle, ship_inputs
 from edgepatch.format.delta import read_delta, write_delta
@@ -156,22 +157,6 @@ def test_bad_update_is_rejected_and_last_good_version_stays(served, versions, ke
         fetch(served.url, keys["publisher"][1], cache)
     assert str(error.value) == message
     assert open_cached(cache, keys["publisher"][1]).manifest == versions["v1"].manifest
-
-
-class CutHandler(BundleHandler):
-    """Sends the headers of a delta, then half its body, then hangs up."""
-
-    def _send_span(self, handle, data, start, end):
-        if self.path.endswith(".delta"):
-            handle.seek(start)
-            self.wfile.write(handle.read((end - start) // 2))
-            self.close_connection = True
-            return
-        super()._send_span(handle, data, start, end)
-
-
-class CutServer(BundleServer):
-    handler_class = CutHandler
 
 
 def test_interrupted_download_keeps_last_good_version_then_resumes(versions, keys, tmp_path):

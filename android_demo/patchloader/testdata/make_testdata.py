@@ -16,10 +16,12 @@ with its own int8 base, plus two hand-made deltas: the exact one's data as spars
 bias codes at which wrong refold arithmetic would round differently (see ``rounding_delta``). Their
 golden bytes are Python's ``TFLiteInt8Base(base).patched_bytes(delta)``.
 
-``bad.json`` lists malicious or mismatched inputs (``bad/``), each with the error class
-and message the Python runtime raises; the JUnit test requires the Java loader to throw
-the same class (``HeaderError`` -> ``HeaderException``) with the same message. A case
-with ``"kind": "int8_delta"`` is read as an int8 delta and applied to an int8 base.
+The bad-input corpus goes to ``tests/corpus/`` (its README gives the format), read by both
+the JUnit ``BadInputTest`` and ``tests/format/test_corpus.py``: ``bad.json`` lists malicious
+or mismatched inputs (``bad/``), each with the error class and message the Python runtime
+raises; the Java loader must throw the same class (``HeaderError`` -> ``HeaderException``)
+with the same message. A case with ``"kind": "int8_delta"`` is read as an int8 delta and
+applied to an int8 base.
 """
 
 from __future__ import annotations
@@ -37,9 +39,10 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
+CORPUS = os.path.join(REPO, "tests", "corpus")  # the bad inputs: names under bad/ live there
 sys.path[:0] = [REPO, os.path.join(REPO, "tests")]
 
-from conftest import make_patch, small_cnn  # noqa: E402  (the project's test fixtures)
+from helpers.models import make_patch, small_cnn  # noqa: E402  (the project's test fixtures)
 from converters.convert import convert  # noqa: E402
 from converters.tflite_rewrite import to_external_buffer_layout  # noqa: E402
 from edgepatch.format.delta import Delta, decode_delta, encode_delta, read_delta  # noqa: E402
@@ -52,8 +55,13 @@ from edgepatch.runtime.tflite_int8 import TFLiteInt8Base  # noqa: E402
 from edgepatch.format.container import decode_tensor_file, encode_tensor_file  # noqa: E402
 
 
+def home(name: str) -> str:
+    """Where a file name lives: bad/ names in the corpus, the others beside this script."""
+    return os.path.join(CORPUS if name.startswith("bad/") else HERE, name)
+
+
 def write(name: str, data: bytes) -> str:
-    path = os.path.join(HERE, name)
+    path = home(name)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as handle:
         handle.write(data)
@@ -61,7 +69,7 @@ def write(name: str, data: bytes) -> str:
 
 
 def read(name: str) -> bytes:
-    with open(os.path.join(HERE, name), "rb") as handle:
+    with open(home(name), "rb") as handle:
         return handle.read()
 
 
@@ -502,8 +510,8 @@ def int8_outcome(base_name: str, delta_name: str) -> dict:
 
 
 def main() -> None:
-    for old in ("bad", "expected"):
-        shutil.rmtree(os.path.join(HERE, old), ignore_errors=True)
+    for old in ("bad/", "expected/"):
+        shutil.rmtree(home(old), ignore_errors=True)
     with tempfile.TemporaryDirectory() as work:
         golden = golden_cases(convert_ship(work))
         golden += int8_golden_cases(convert_int8(work))
@@ -525,10 +533,10 @@ def main() -> None:
     for case in int8_cases:
         case.update(int8_outcome(case["base"], case["delta"]))
     cases += int8_cases
-    with open(os.path.join(HERE, "bad.json"), "w") as handle:
+    with open(os.path.join(CORPUS, "bad.json"), "w") as handle:
         json.dump(cases, handle, indent=1, ensure_ascii=False)
         handle.write("\n")
-    print(f"{len(golden)} golden cases, {len(cases)} bad cases written to {HERE}")
+    print(f"{len(golden)} golden cases written to {HERE}, {len(cases)} bad cases to {CORPUS}")
 
 
 if __name__ == "__main__":

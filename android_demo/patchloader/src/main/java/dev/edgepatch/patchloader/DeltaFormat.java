@@ -5,8 +5,9 @@ import java.util.Collections;
 import java.util.List;
 
 /**
- * Constants of the edgepatch tensor file format, version 1. The specification is the
- * module docstring of {@code edgepatch/format/delta.py}; names here match its constants.
+ * Constants of the edgepatch tensor file format, version 1. The specification is
+ * {@code edgepatch/format/spec.py}; names here match those of its section "Constants"
+ * (the site-name limit lives with the naming rule, in {@link TensorNames}).
  */
 final class DeltaFormat {
     static final byte[] MAGIC = {'E', 'D', 'G', 'E', 'P', 'T', 'C', 'H'};
@@ -23,7 +24,6 @@ final class DeltaFormat {
     static final int MAX_NAME_BYTES = 256;
     static final int MAX_RANK = 4;
     static final int MAX_SITES = 8192;
-    static final int MAX_SITE_NAME_BYTES = MAX_NAME_BYTES - "/kernel".length();
     static final long MIN_RESOLUTION = 8;
     static final long MAX_RESOLUTION = 4096;
 
@@ -32,7 +32,7 @@ final class DeltaFormat {
     static final String DELTA = "delta";
     static final String INT8_DELTA = "int8_delta";
     static final List<String> FILE_KINDS = list(DELTA, "patch", INT8_DELTA);
-    /** The kinds a task delta file may be (Python's {@code read_task_delta}). */
+    /** The kinds a task delta file may be (spec, section "Container": a task delta file). */
     static final List<String> TASK_DELTA_KINDS = list(DELTA, INT8_DELTA);
     /** dtype names in the spec's table order, with their item sizes. */
     static final List<String> DTYPES = list(FLOAT32, FLOAT16, "int32", "int8", "uint8");
@@ -41,7 +41,7 @@ final class DeltaFormat {
     static final List<String> TENSOR_KEYS = list("dtype", "name", "nbytes", "offset", "shape");
     static final List<String> META_KEYS = list("base_sha256", "kinds", "sites", "task");
     static final List<String> TASK_KEYS = list("classes", "name", "preprocessing", "resolution");
-    static final List<String> PREPROCESSING_KEYS = list("offset", "scale");
+    static final List<String> PREPROCESSING_KEYS = list("offset", "scale"); // keys of meta.task.preprocessing
     static final List<String> SITE_OPS = list("conv", "depthwise", "dense");
     static final List<String> ROLE_SETS = list("scale", "bias", "scale+bias", "kernel", "kernel+bias");
 
@@ -56,7 +56,7 @@ final class DeltaFormat {
         return FLOAT32.equals(dtype) || FLOAT16.equals(dtype);
     }
 
-    /** The kinds joined as Python's {@code ', '.join(kinds)}. */
+    /** The kinds joined by {@code ", "}, as the error messages list them. */
     static String joined(List<String> kinds) {
         StringBuilder out = new StringBuilder();
         for (String kind : kinds) {

@@ -10,8 +10,9 @@ import java.util.Map;
 import java.util.Set;
 
 /**
- * Step 11 of the verification order, the delta rules (meta, then the stored tensors), and
- * the unpacking of the packed {@code scale}/{@code bias} vectors into per-site values.
+ * Step 11 of the verification order for {@code "delta"} files, the delta rules (meta, then
+ * the stored tensors), and the unpacking of the packed {@code scale}/{@code bias} vectors into
+ * per-site values: section "Float delta" of the spec ({@code edgepatch/format/spec.py}).
  */
 final class DeltaReader {
     /** One validated meta.sites entry. */
@@ -108,9 +109,9 @@ final class DeltaReader {
         }
         List<?> fields = (List<?>) item;
         Object name = fields.get(0);
-        if (!HeaderRules.isName(name, DeltaFormat.MAX_SITE_NAME_BYTES)) {
+        if (!HeaderRules.isName(name, TensorNames.MAX_SITE_NAME_BYTES)) {
             throw new HeaderException(source + ": " + where + ": name must be a string of 1.."
-                    + DeltaFormat.MAX_SITE_NAME_BYTES + " UTF-8 bytes, got " + Text.show(name));
+                    + TensorNames.MAX_SITE_NAME_BYTES + " UTF-8 bytes, got " + Text.show(name));
         }
         if (!seen.add((String) name)) {
             throw new HeaderException(source + ": " + where + ": duplicate site name " + Text.quote((String) name));
@@ -135,7 +136,7 @@ final class DeltaReader {
     /** E: the tensor names a delta with these sites stores, in file order, each with the sites it serves. */
     private static Map<String, List<SiteEntry>> expectedNames(List<SiteEntry> sites) {
         Map<String, List<SiteEntry>> names = new LinkedHashMap<String, List<SiteEntry>>();
-        for (String role : new String[] {"scale", "bias"}) {
+        for (String role : new String[] {TensorNames.SCALE, TensorNames.BIAS}) {
             List<SiteEntry> holders = new ArrayList<SiteEntry>();
             for (SiteEntry site : sites) {
                 if (site.holds(role)) {
@@ -147,8 +148,8 @@ final class DeltaReader {
             }
         }
         for (SiteEntry site : sites) {
-            if (site.holds("kernel")) {
-                names.put(site.name + "/kernel", Collections.singletonList(site));
+            if (site.holds(TensorNames.KERNEL)) {
+                names.put(TensorNames.of(site.name, TensorNames.KERNEL), Collections.singletonList(site));
             }
         }
         return names;
@@ -171,9 +172,10 @@ final class DeltaReader {
             if (holders == null) {
                 throw new HeaderException(source + ": tensor " + Text.show(entry.name)
                         + " does not belong in a delta: expected one of " + Text.show(new ArrayList<String>(expected.keySet()))
-                        + " ('scale', 'bias', then '{site}/kernel' per meta.sites roles)");
+                        + " ('scale', 'bias', then '" + TensorNames.of("{site}", TensorNames.KERNEL)
+                        + "' per meta.sites roles)");
             }
-            if ("scale".equals(entry.name) || "bias".equals(entry.name)) {
+            if (TensorNames.SCALE.equals(entry.name) || TensorNames.BIAS.equals(entry.name)) {
                 if (entry.shape.length != 1) {
                     throw new ShapeMismatchException(source + ": tensor " + Text.quote(entry.name)
                             + " must have rank 1, got shape " + Text.shape(entry.shape));
@@ -242,8 +244,8 @@ final class DeltaReader {
 
     /** Per-site values: slices of the packed scale/bias (one cursor each), kernels as stored. */
     private static List<Delta.Site> unpack(List<SiteEntry> sites, Map<String, TensorFile.Entry> stored, TensorFile file) {
-        float[] scales = stored.containsKey("scale") ? file.floats(stored.get("scale")) : null;
-        float[] biases = stored.containsKey("bias") ? file.floats(stored.get("bias")) : null;
+        float[] scales = stored.containsKey(TensorNames.SCALE) ? file.floats(stored.get(TensorNames.SCALE)) : null;
+        float[] biases = stored.containsKey(TensorNames.BIAS) ? file.floats(stored.get(TensorNames.BIAS)) : null;
         int scaleCursor = 0;
         int biasCursor = 0;
         List<Delta.Site> result = new ArrayList<Delta.Site>(sites.size());
@@ -253,16 +255,16 @@ final class DeltaReader {
             float[] bias = null;
             float[] kernel = null;
             int[] kernelShape = null;
-            if (site.holds("scale")) {
+            if (site.holds(TensorNames.SCALE)) {
                 scale = Arrays.copyOfRange(scales, scaleCursor, scaleCursor + channels);
                 scaleCursor += channels;
             }
-            if (site.holds("bias")) {
+            if (site.holds(TensorNames.BIAS)) {
                 bias = Arrays.copyOfRange(biases, biasCursor, biasCursor + channels);
                 biasCursor += channels;
             }
-            if (site.holds("kernel")) {
-                TensorFile.Entry entry = stored.get(site.name + "/kernel");
+            if (site.holds(TensorNames.KERNEL)) {
+                TensorFile.Entry entry = stored.get(TensorNames.of(site.name, TensorNames.KERNEL));
                 kernel = file.floats(entry);
                 kernelShape = new int[entry.shape.length];
                 for (int i = 0; i < kernelShape.length; i++) {

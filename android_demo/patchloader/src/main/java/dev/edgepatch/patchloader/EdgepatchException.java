@@ -6,9 +6,10 @@ package dev.edgepatch.patchloader;
  * {@code .tflite}. Messages name the file (or {@code <bytes>}), the tensor or site, and
  * the expected versus the actual value.
  *
- * <p>The subclasses mirror the Python runtime's {@code edgepatch.errors} one to one
- * ({@code HeaderError} is {@link HeaderException}, and so on), so that both loaders
- * reject the same file with the same class.
+ * <p>The subclasses are the error names of the spec ({@code edgepatch/format/spec.py}, section
+ * "Verification order" and the sections on applying a delta) one to one ({@code HeaderError}
+ * is {@link HeaderException}, and so on), so that every loader rejects the same file with the
+ * same class.
  */
 public class EdgepatchException extends Exception {
     private static final long serialVersionUID = 1L;

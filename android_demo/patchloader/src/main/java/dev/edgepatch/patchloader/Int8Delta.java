@@ -8,7 +8,7 @@ import java.util.Map;
 
 /**
  * One task's int8 delta against an int8 base (file kind {@code int8_delta}), verified. The
- * specification is the module docstring of {@code edgepatch/int8_delta.py}: keyed by tensor
+ * specification is section "int8 delta" of {@code edgepatch/format/spec.py}: keyed by tensor
  * index in the base, it holds new quantization vectors, new or sparsely edited tensor bytes,
  * and compact refold codes from which the loader recomputes a conv's weight scales, bias
  * scales and int32 biases. An Int8Delta is immutable.
@@ -72,7 +72,7 @@ public final class Int8Delta extends TaskDelta {
     final List<Quant> quant;
     final int[] scaleBits; // float32 bit patterns, packed in quant order (copied, never computed on)
     final int[] zeroPoints; // packed in quant order
-    final Map<Integer, byte[]> data; // in the Python reader's order (sorted tensor names)
+    final Map<Integer, byte[]> data; // in the spec's check order (sorted tensor names)
     final Map<Integer, Edit> edits; // likewise
     final List<Refold> refolds;
 

@@ -13,9 +13,9 @@ import java.util.Set;
 import java.util.regex.Pattern;
 
 /**
- * The int8 delta rules of {@code from_tensor_file} and {@code _refolds} in
- * {@code edgepatch/int8_delta.py}, checked in their order with their messages, on a file
- * whose container is already verified.
+ * The int8 delta rules of section "int8 delta" of the spec ({@code edgepatch/format/spec.py}),
+ * checked in its order with the Python reader's messages, on a file whose container is
+ * already verified.
  */
 final class Int8DeltaReader {
     static final String BASE_FORMAT = "tflite_int8";
@@ -114,7 +114,7 @@ final class Int8DeltaReader {
         return index <= Integer.MAX_VALUE && map.containsKey((int) index);
     }
 
-    /** Python's {@code _int}: a non-negative integer of any size, not a boolean. */
+    /** The spec's index or count: a non-negative integer of any size, not a boolean. */
     private static boolean isIndex(Object value) {
         return value instanceof Long && ((Long) value).longValue() >= 0
                 || value instanceof BigInteger && ((BigInteger) value).signum() >= 0;

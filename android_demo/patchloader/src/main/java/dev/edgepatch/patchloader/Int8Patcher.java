@@ -4,10 +4,9 @@ import java.nio.ByteBuffer;
 import java.util.Map;
 
 /**
- * Writes an int8 delta into a copy of an int8 base: the Java twin of
- * {@code TFLiteInt8Base.patched_bytes} and {@code _refold} in
- * {@code edgepatch/runtime/tflite_int8.py}, step for step (quantization vectors, data,
- * sparse edits, then each refold), each check where Python makes it. A refold reads the
+ * Writes an int8 delta into a copy of an int8 base: section "Applying an int8 delta" of the
+ * spec ({@code edgepatch/format/spec.py}), step for step (quantization vectors, data,
+ * sparse edits, then each refold), each check where the spec makes it. A refold reads the
  * base's own values from the original bytes and the input's scale from the patched copy.
  */
 final class Int8Patcher {

@@ -4,8 +4,9 @@ import java.math.BigInteger;
 import java.util.List;
 
 /**
- * Decodes Golomb-Rice runs of int16 values, the int8 delta's refold codes: the Java twin of
- * {@code decode} in {@code edgepatch/format/rice.py}, with its checks in its order and its messages.
+ * Decodes Golomb-Rice runs of int16 values, the int8 delta's refold codes: section
+ * "Golomb-Rice codes" of the spec ({@code edgepatch/format/spec.py}), with its checks in its
+ * order and the Python decoder's messages.
  *
  * <p>A run of {@code n} values with parameter {@code k} (0..15) is {@code n} remainders of
  * {@code k} bits each (most significant first), then {@code n} quotients in unary (that many

@@ -10,7 +10,8 @@ import java.util.Map;
 
 /**
  * Checks a delta against the base's sites and computes what each site receives, in the
- * TFLite layout: the Java twin of {@code site_updates} in {@code edgepatch/runtime/refold.py}.
+ * TFLite layout: section "Applying a float delta" of the spec ({@code edgepatch/format/spec.py}),
+ * with "Layouts and head padding" for the layouts and the head.
  *
  * <ul>
  *   <li>scale: the base's folded kernel times the per-output-channel multiplier, along
@@ -20,8 +21,8 @@ import java.util.Map;
  *   <li>bias: the task's folded bias.</li>
  * </ul>
  * A dense head is zero-padded to the base's head width (the bias of the first dense site
- * in op order); a kernel without a bias gets a zero bias, as in Python. A scale whose product
- * with the base kernel overflows float32 is refused ({@code kernel_peaks} in Python).
+ * in op order); a kernel without a bias gets a zero bias. A scale whose product with the
+ * base kernel overflows float32 is refused (the spec's scale overflow rule).
  */
 final class SiteUpdates {
     /** What a delta writes into one site; null fields leave the base's value. */
@@ -96,7 +97,7 @@ final class SiteUpdates {
             }
             updates.add(update(site, slots, headWidth, source));
         }
-        for (Update update : updates) { // after every site's names and shapes, as Python checks
+        for (Update update : updates) { // after every site's names and shapes, as the spec orders
             if (update.scale != null) {
                 checkRefold(update.name, update.scale, peaks.get(update.name), source);
             }
@@ -122,8 +123,9 @@ final class SiteUpdates {
         if (kernel != null) {
             int[] runtimeShape = runtimeShape(site.op, kernelShape);
             if (!Arrays.equals(runtimeShape, slots.kernel.shape)) {
-                throw new ShapeMismatchException("`" + site.name + "/kernel`: delta gives shape "
-                        + Text.shape(runtimeShape) + ", base " + source + " has " + Text.shape(slots.kernel.shape));
+                throw new ShapeMismatchException("`" + TensorNames.of(site.name, TensorNames.KERNEL)
+                        + "`: delta gives shape " + Text.shape(runtimeShape) + ", base " + source + " has "
+                        + Text.shape(slots.kernel.shape));
             }
             kernel = toRuntime(site.op, kernel, kernelShape);
         } else if (site.scale != null) {
@@ -134,14 +136,14 @@ final class SiteUpdates {
             }
             int channels = slots.kernel.shape[axis];
             if (site.scale.length != channels) {
-                throw new ShapeMismatchException("`" + site.name + "/scale`: delta has " + site.scale.length
-                        + " channels, base " + source + " has " + channels);
+                throw new ShapeMismatchException("`" + TensorNames.of(site.name, TensorNames.SCALE) + "`: delta has "
+                        + site.scale.length + " channels, base " + source + " has " + channels);
             }
             scale = site.scale;
         }
         if (bias != null && !(slots.bias.shape.length == 1 && slots.bias.shape[0] == bias.length)) {
-            throw new ShapeMismatchException("`" + site.name + "/bias`: delta gives shape [" + bias.length + "], base "
-                    + source + " has " + Text.shape(slots.bias.shape));
+            throw new ShapeMismatchException("`" + TensorNames.of(site.name, TensorNames.BIAS) + "`: delta gives shape ["
+                    + bias.length + "], base " + source + " has " + Text.shape(slots.bias.shape));
         }
         return new Update(site.name, slots, scale, kernel, bias);
     }
@@ -151,8 +153,8 @@ final class SiteUpdates {
             throws NonFiniteException {
         for (int c = 0; c < scale.length; c++) {
             if (Math.abs((double) scale[c]) * peak[c] > Float.MAX_VALUE) {
-                throw new NonFiniteException("`" + name + "/scale`: channel " + c + " times the base kernel of "
-                        + source + " overflows float32");
+                throw new NonFiniteException("`" + TensorNames.of(name, TensorNames.SCALE) + "`: channel " + c
+                        + " times the base kernel of " + source + " overflows float32");
             }
         }
     }

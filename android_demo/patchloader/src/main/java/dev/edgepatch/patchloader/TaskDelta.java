@@ -7,9 +7,9 @@ import java.nio.ByteBuffer;
 /**
  * A task's delta of either kind: a float {@link Delta} (file kind {@code delta}, for a float
  * base) or an {@link Int8Delta} (file kind {@code int8_delta}, for an int8 base). Read one
- * without knowing which with {@link #decode(ByteBuffer, String)} or {@link #read(File)}, as
- * the Python runtime's {@code read_task_delta} does; {@link TfliteBase#apply(TaskDelta)}
- * takes both.
+ * without knowing which with {@link #decode(ByteBuffer, String)} or {@link #read(File)}: one
+ * verification, then the rules of the kind found (spec {@code edgepatch/format/spec.py},
+ * section "Container"); {@link TfliteBase#apply(TaskDelta)} takes both.
  */
 public abstract class TaskDelta {
     TaskDelta() { // only Delta and Int8Delta

@@ -15,7 +15,8 @@ import java.util.Map;
 import java.util.Set;
 
 /**
- * Steps 2 to 10 of the format's verification order (see {@code edgepatch/format/delta.py}):
+ * Steps 2 to 10 of the format's verification order (spec {@code edgepatch/format/spec.py},
+ * sections "Container" and "Verification order"):
  * sizes, magic, version, header length, payload size, SHA-256 trailer, header schema,
  * zero padding and finite floats. It stops at the first failure with the class the
  * specification names for it.

@@ -14,8 +14,8 @@ import java.util.Map;
 /**
  * A shared {@code .tflite} base, read and indexed once; {@link #apply(TaskDelta)} gives a
  * task's model bytes, ready for LiteRT's {@code Interpreter(ByteBuffer)}. The base is float
- * or int8 (every conv kernel int8), told apart by content as the Python runtime's
- * {@code load_base} does; a float base takes a float {@link Delta}, an int8 base an
+ * or int8 (every conv kernel int8), told apart by content (section "Bases" of the spec,
+ * {@code edgepatch/format/spec.py}); a float base takes a float {@link Delta}, an int8 base an
  * {@link Int8Delta}.
  *
  * <pre>{@code
@@ -36,11 +36,11 @@ import java.util.Map;
  * direct buffer; {@code applyInto} overwrites a buffer you pass, which must not be in use
  * by an interpreter (LiteRT reads weights from it for the interpreter's whole life).
  *
- * <p>The result is byte-for-byte what the Python runtime's
- * {@code TFLiteBase(base).patched_bytes(delta)} returns: a re-folded scale is the float32
- * product {@code base_kernel * scale} per output channel, kernels are converted from
- * Keras layout, and the dense head is zero-padded to the base's head width. For an int8
- * base it is {@code TFLiteInt8Base(base).patched_bytes(int8_delta)}.
+ * <p>The result is the patched model the spec's sections "Applying a float delta" and
+ * "Applying an int8 delta" define, byte for byte (the golden tests compare it with the
+ * Python runtime's): a re-folded scale is the float32 product {@code base_kernel * scale}
+ * per output channel, kernels are converted from the canonical layout, and the dense head
+ * is zero-padded to the base's head width.
  *
  * <p>A TfliteBase is immutable and safe to use from several threads.
  */
@@ -186,8 +186,8 @@ public final class TfliteBase {
      * As {@link #apply(TaskDelta)}, into {@code target}: a direct buffer of at least {@link #size()}
      * bytes that no interpreter uses now. Returns it with position 0 and limit {@code size()}.
      * Saves the allocation on repeated swaps; the whole base is still copied in. A float delta
-     * is checked before anything is written; an int8 delta is checked as it is written (as in
-     * Python), so after its exception the target holds a partly patched copy.
+     * is checked before anything is written; an int8 delta is checked as it is written (in the
+     * spec's order), so after its exception the target holds a partly patched copy.
      *
      * @throws IllegalArgumentException {@code target} is too small or read-only
      */

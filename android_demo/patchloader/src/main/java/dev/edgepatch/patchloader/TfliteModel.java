@@ -7,8 +7,8 @@ import java.util.List;
 import java.util.Map;
 
 /**
- * Subgraph 0 of a {@code .tflite} file: the Java twin of {@code parse_tflite} in
- * {@code edgepatch/runtime/tflite_file.py}. It reads only the fields below and never
+ * Subgraph 0 of a {@code .tflite} file, read as section "Bases" (Reading a .tflite base) of the
+ * spec ({@code edgepatch/format/spec.py}) says. It reads only the fields below and never
  * copies tensor data: it reports where the bytes lie, in either buffer layout.
  *
  * <ul>
@@ -109,14 +109,14 @@ final class TfliteModel {
     }
 
     /**
-     * True when every CONV_2D and DEPTHWISE_CONV_2D kernel is int8 (a full-integer model), as
-     * {@code is_int8_model} in {@code edgepatch/runtime/tflite_int8.py} decides.
+     * True when every CONV_2D and DEPTHWISE_CONV_2D kernel is int8 (a full-integer model): the
+     * int8 TFLite rule of section "Bases" of the spec ({@code edgepatch/format/spec.py}).
      */
     boolean isInt8() {
         boolean any = false;
         for (Op op : ops) {
             if ((op.opcode == CONV_2D || op.opcode == DEPTHWISE_CONV_2D) && op.inputs.length > 1) {
-                // An omitted input (-1) indexes from the end in Python (tensors[-1]); so here too.
+                // An omitted input (-1) indexes from the end (the spec's int8 base rule); so here too.
                 int index = op.inputs[1] >= 0 ? op.inputs[1] : tensors.size() + op.inputs[1];
                 if (index < 0 || tensors.get(index).type != INT8) {
                     return false;

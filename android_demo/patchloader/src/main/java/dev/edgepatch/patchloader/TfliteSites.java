@@ -11,9 +11,9 @@ import java.util.Map;
 import java.util.Set;
 
 /**
- * Finds the base's patch sites by walking its ops, as {@code tflite_sites} in
- * {@code edgepatch/runtime/tflite.py} does: a CONV_2D, DEPTHWISE_CONV_2D or FULLY_CONNECTED
- * op whose input 1 is a tensor named {@code {site}/kernel} and input 2 {@code {site}/bias}.
+ * Finds the base's patch sites by walking its ops: section "Bases" (TFLite) of the spec
+ * ({@code edgepatch/format/spec.py}). A CONV_2D, DEPTHWISE_CONV_2D or FULLY_CONNECTED op
+ * whose input 1 is named as a site's kernel and input 2 as its bias ({@link TensorNames}).
  * Names are exact keys set by {@code edgepatch convert}, never substrings. Each site
  * tensor must be float32 constant data read by that one op input, and its bytes must
  * belong to no other tensor (the converter deduplicates equal constants).
@@ -72,12 +72,12 @@ final class TfliteSites {
                 continue;
             }
             String kernelName = model.tensors.get(op.inputs[1]).name;
-            if (!kernelName.endsWith("/kernel")) {
+            String site = TensorNames.siteOf(kernelName, TensorNames.KERNEL);
+            if (site == null) {
                 continue;
             }
-            String site = kernelName.substring(0, kernelName.length() - "/kernel".length());
             String biasName = model.tensors.get(op.inputs[2]).name;
-            require(biasName.equals(site + "/bias"), source + ": op " + op.index + " has kernel '" + kernelName
+            require(biasName.equals(TensorNames.of(site, TensorNames.BIAS)), source + ": op " + op.index + " has kernel '" + kernelName
                     + "' but bias '" + biasName + "'");
             require(!sites.containsKey(site), source + ": site `" + site + "` appears on two ops");
             Slot kernel = floatSlot(model, op.inputs[1], readers, source);

@@ -12,7 +12,7 @@ import java.util.Random;
 import org.junit.Test;
 
 /**
- * Bad inputs: the table from Python (same class, same message), then Java-side sweeps:
+ * Bad inputs: the corpus from Python (tests/corpus: same class, same message), then Java-side sweeps:
  * every truncation and every single-bit flip of a delta, and random damage to a base,
  * must end in an {@link EdgepatchException}, never in another exception.
  */
@@ -21,9 +21,9 @@ public class BadInputTest {
     private static EdgepatchException outcome(String baseName, String deltaName, Object kind) throws Exception {
         try {
             TaskDelta delta = deltaName == null ? null : "int8_delta".equals(kind)
-                    ? Int8Delta.decode(TestData.bytes(deltaName), deltaName)
-                    : Delta.decode(TestData.bytes(deltaName), deltaName);
-            TfliteBase base = TfliteBase.load(TestData.bytes(baseName), baseName);
+                    ? Int8Delta.decode(TestData.corpusBytes(deltaName), deltaName)
+                    : Delta.decode(TestData.corpusBytes(deltaName), deltaName);
+            TfliteBase base = TfliteBase.load(TestData.corpusBytes(baseName), baseName);
             if (delta != null) {
                 base.apply(delta);
             }
@@ -40,7 +40,7 @@ public class BadInputTest {
 
     @Test
     public void everyBadCaseFailsWithPythonsClassAndMessage() throws Exception {
-        List<Map<String, Object>> cases = TestData.cases("bad.json");
+        List<Map<String, Object>> cases = TestData.corpusCases();
         assertTrue("bad.json lists the cases", cases.size() >= 80);
         int int8 = 0;
         for (Map<String, Object> bad : cases) {

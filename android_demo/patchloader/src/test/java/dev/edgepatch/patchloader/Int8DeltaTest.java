@@ -71,9 +71,9 @@ public class Int8DeltaTest {
     private static void decodeQuietly(boolean asFloat, String name) {
         try {
             if (asFloat) {
-                Delta.decode(TestData.bytes(name), "x");
+                Delta.decode(TestData.corpusBytes(name), "x");
             } else {
-                TaskDelta.decode(TestData.bytes(name), name);
+                TaskDelta.decode(TestData.corpusBytes(name), name);
             }
         } catch (Exception error) {
             throw new IllegalStateException(error);

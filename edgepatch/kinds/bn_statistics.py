@@ -1,0 +1,107 @@
+"""BatchNorm statistics while a kind that owns them trains (``PatchKind.owns_bn_statistics``).
+
+Keras' MobileNetV2 uses BN momentum 0.999, so in a short run the moving
+statistics barely move, and γ/β fitted on batch statistics are then
+evaluated on stale ones. A run therefore picks one of ``BN_STATS_MODES``;
+it applies to every BN layer of the model when one of the trained kinds owns
+the statistics, and to none otherwise (frozen BN layers normalise with the
+base's moving statistics anyway).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from edgepatch.kinds.registry import statistics_are_private
+
+BN_STATS_MODES = {
+    "frozen": "BN normalises with the base's moving statistics while gamma/beta train",
+    "reestimate": "train on batch statistics, then re-estimate the moving statistics on the training data",
+    "momentum": "train on batch statistics with BN momentum lowered to --bn-momentum",
+}
+DEFAULT_BN_STATS = "frozen"
+
+
+def batch_norm_layers(model) -> list:
+    """Every BatchNormalization layer of ``model``, in layer order."""
+    import keras
+
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def _owned_statistics(model, kinds) -> list:
+    return batch_norm_layers(model) if statistics_are_private(kinds) else []
+
+
+@contextlib.contextmanager
+def statistics_frozen(bn_layers):
+    """Run BN layers in inference mode even while fit() trains their gamma/beta.
+
+    Keras 3 uses batch statistics whenever a trainable BN is called in
+    training mode, and has no flag for "train gamma/beta on moving
+    statistics", so the call is wrapped per instance and restored after.
+    """
+    for layer in bn_layers:
+        original = type(layer).call.__get__(layer)
+
+        def call(inputs, training=None, mask=None, _original=original):
+            return _original(inputs, training=False, mask=mask)
+
+        layer.call = call
+    try:
+        yield
+    finally:
+        for layer in bn_layers:
+            del layer.call
+
+
+@contextlib.contextmanager
+def lowered_momentum(bn_layers, momentum: float):
+    saved = [layer.momentum for layer in bn_layers]
+    for layer in bn_layers:
+        layer.momentum = momentum
+    try:
+        yield
+    finally:
+        for layer, value in zip(bn_layers, saved):
+            layer.momentum = value
+
+
+def reestimate_statistics(model, dataset, max_batches: int, bn_layers=None) -> int:
+    """Replace the moving statistics of ``bn_layers`` (default: every BN) by their average over ``max_batches`` batches.
+
+    Returns the number of batches used. Momentum k/(k+1) at batch k makes the
+    moving value the running mean of the batch statistics.
+    """
+    bn_layers = batch_norm_layers(model) if bn_layers is None else bn_layers
+    saved = [(layer.trainable, layer.momentum) for layer in bn_layers]
+    batches = 0
+    try:
+        for layer in bn_layers:
+            layer.trainable = True
+        for images, _ in dataset.take(max_batches):
+            for layer in bn_layers:
+                layer.momentum = batches / (batches + 1)
+            model(images, training=True)
+            batches += 1
+    finally:
+        for layer, (trainable, momentum) in zip(bn_layers, saved):
+            layer.trainable, layer.momentum = trainable, momentum
+    return batches
+
+
+def statistics_during_training(model, kinds, mode: str, momentum: float):
+    """The context to train ``kinds`` in under BN-statistics ``mode`` (one of ``BN_STATS_MODES``)."""
+    bn_layers = _owned_statistics(model, kinds)
+    if not bn_layers or mode == "reestimate":
+        return contextlib.nullcontext()
+    if mode == "frozen":
+        return statistics_frozen(bn_layers)
+    return lowered_momentum(bn_layers, momentum)
+
+
+def statistics_after_training(model, kinds, mode: str, dataset, max_batches: int) -> None:
+    """Finish ``mode`` once ``kinds`` are trained: 'reestimate' re-estimates the owned statistics on ``dataset``."""
+    bn_layers = _owned_statistics(model, kinds)
+    if bn_layers and mode == "reestimate":
+        reestimate_statistics(model, dataset, max_batches, bn_layers)
