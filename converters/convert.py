@@ -20,7 +20,7 @@ import numpy as np
 from converters.make_delta import make_delta
 from converters.fold import fold_batchnorm
 from converters.folded_model import build_folded_model, foldable_pads
-from edgepatch.atomic import make_stage_dir, replace_dir
+from edgepatch.atomic import is_regular_file, make_stage_dir, replace_dir
 from edgepatch.format.delta import DELTA_DTYPES, read_delta, write_delta
 from edgepatch.errors import FoldError, UsageError
 from edgepatch.train.models import BACKBONES, clone_with_input, load_checkpoint, with_new_head
@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 PARITY_TOLERANCE = {"float32": 1e-4, "float16": 5e-2}
 TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 INT8_DELTA_MODES = ("auto", "compact", "exact")
+# What convert writes. --out may replace an empty directory, or one holding only these regular files
+# (at least one base): convert's own names are its marker, as the byte-pinned output lists no extra file.
+CONVERT_BASE_NAMES = (*(f"base.{fmt}" for fmt in FORMATS), "base_int8.tflite")
+CONVERT_DELTA_SUFFIX = ".delta"
 
 
 @dataclass
@@ -175,6 +179,31 @@ def _write_int8(stage: str, shared: FoldedBase, patches: list[TaskPatch], int8_t
     return emit_int8(stage, folded_model, int8_tasks, calibration_dir, resolution, preprocessing, int8_delta)
 
 
+def check_out_dir(out_dir: str, inputs: list[str]) -> None:
+    """Refuse an ``--out`` that is a file, holds an input, or is a non-empty folder not made by convert.
+
+    Raises:
+      UsageError: naming the output and why it is kept.
+    """
+    if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
+        raise UsageError(f"--out {out_dir} exists and is not a directory; refusing to replace it")
+    real_out = os.path.realpath(out_dir)
+    for path in inputs:
+        if os.path.commonpath([real_out, os.path.realpath(path)]) == real_out:
+            raise UsageError(f"--out {out_dir} contains the input {path}; choose another directory")
+    if os.path.isdir(out_dir) and os.listdir(out_dir) and not _is_convert_output(out_dir):
+        raise UsageError(f"--out {out_dir} is a non-empty directory that is not a convert output "
+                         f"(only {', '.join(CONVERT_BASE_NAMES)} and *{CONVERT_DELTA_SUFFIX} files); "
+                         f"refusing to replace it")
+
+
+def _is_convert_output(directory: str) -> bool:
+    names = os.listdir(directory)
+    return any(name in CONVERT_BASE_NAMES for name in names) and all(
+        (name in CONVERT_BASE_NAMES or name.endswith(CONVERT_DELTA_SUFFIX))
+        and is_regular_file(os.path.join(directory, name)) for name in names)
+
+
 def convert(
     model_path: str,
     patch_paths: list[str],
@@ -193,6 +222,7 @@ def convert(
     ``int8_delta`` is ``"compact"`` (refold codes), ``"exact"`` (see ``edgepatch.format.int8_delta``) or
     ``"auto"``: compact where it reproduces the task's own int8 model (``converters.quantize.emit_int8``).
     """
+    check_out_dir(out_dir, [model_path, *patch_paths, *([calibration_dir] if calibration_dir else [])])
     patches = [read_patch(path) for path in patch_paths]  # none: the base alone (e.g. a full fine-tune)
     _check_options(formats, dtype, patches, quantize, calibration_dir, int8_delta)
     shared = _fold_base(model_path, patches, head_width)

@@ -227,3 +227,39 @@ def is_regular_file(path: str) -> bool:
         return stat.S_ISREG(os.stat(path).st_mode)
     except OSError:
         return False
+
+
+def read_small_file(path: str, limit: int, what: str = "file") -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes, read with a bound.
+
+    Devices, FIFOs and directories are refused before any read (stat before
+    open, then O_NONBLOCK so a FIFO swapped in meanwhile cannot block, and
+    fstat again on the open descriptor).
+
+    Raises:
+      MissingFileError: ``path`` does not exist.
+      UsageError: ``path`` is not a regular file, or holds more than ``limit`` bytes.
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise MissingFileError(f"{what} '{path}' does not exist") from None
+    except OSError as error:
+        raise UsageError(f"{what} '{path}' cannot be read: {error.strerror}") from None
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags) if stat.S_ISREG(info.st_mode) else None
+    try:
+        if fd is None or not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UsageError(f"{what} '{path}' is not a regular file")
+        data = os.read(fd, limit + 1)
+        while len(data) <= limit:
+            chunk = os.read(fd, limit + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        if fd is not None:
+            os.close(fd)
+    if len(data) > limit:
+        raise UsageError(f"{what} '{path}' is larger than {limit} bytes")
+    return data

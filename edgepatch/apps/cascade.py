@@ -19,6 +19,7 @@ import numpy as np
 
 from edgepatch.errors import UsageError
 
+MAX_CASCADE_FILE_BYTES = 1 << 20  # a cascade file is a few hundred bytes of JSON
 GRID_LEVELS = 11  # candidate thresholds per stage (quantiles of that stage's confidences)
 
 
@@ -148,23 +149,23 @@ class CascadeRunner:
     """Runs a fitted cascade: one base, one task runner per resolution, thresholds per stage."""
 
     def __init__(self, path: str, num_threads: int = 1):
-        from edgepatch.errors import HeaderError, MissingFileError
+        from edgepatch.atomic import read_small_file
+        from edgepatch.errors import HeaderError
         from edgepatch.runtime import load_base, read_task_delta
 
+        text = read_small_file(path, MAX_CASCADE_FILE_BYTES, "cascade file")
         try:
-            with open(path) as handle:
-                record = json.load(handle)
+            record = json.loads(text)
             self.resolutions = [int(r) for r in record["resolutions"]]
             self.thresholds = [None if t is None else float(t) for t in record["thresholds"]]
-            base_path, deltas = record["base"], record["deltas"]
-        except FileNotFoundError:
-            raise MissingFileError(f"cascade file '{path}' does not exist") from None
+            base_path, deltas = str(record["base"]), record["deltas"]
+            delta_paths = [str(deltas[str(r)]) for r in self.resolutions]
         except (ValueError, KeyError, TypeError) as error:
             raise HeaderError(f"{path}: not a cascade file ({error!r})") from None
         if len(self.thresholds) != len(self.resolutions) - 1:
             raise HeaderError(f"{path}: {len(self.resolutions)} stages need {len(self.resolutions) - 1} thresholds")
         base = load_base(base_path, num_threads)
-        self.runners = [base.apply(read_task_delta(deltas[str(r)])) for r in self.resolutions]
+        self.runners = [base.apply(read_task_delta(delta)) for delta in delta_paths]
 
     def classify(self, paths: list[str]) -> list[dict]:
         """Top-1 label, probability and the resolution that answered, per image."""

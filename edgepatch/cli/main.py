@@ -10,6 +10,11 @@ convert.
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+import warnings
+
 import click
 
 from edgepatch.cli.bench import bench
@@ -17,21 +22,69 @@ from edgepatch.cli.cascade import cascade
 from edgepatch.cli.convert import convert
 from edgepatch.cli.demo import demo
 from edgepatch.cli.inspect_run import inspect, run
+from edgepatch.cli.options import EXIT_EXPECTED_ERROR
 from edgepatch.cli.ship import keygen, pack, serve, verify
 from edgepatch.cli.train import train
 
 COMMANDS = (train, convert, inspect, run, demo, bench, cascade, pack, keygen, verify, serve)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class OneLineErrorGroup(click.Group):
+    """A group whose click usage errors are one stderr line, ``error: ... (see '... --help')``, exit 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            returned = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as error:  # a bare group: show its help, as click does
+            error.show()
+            sys.exit(error.exit_code)
+        except click.UsageError as error:
+            click.echo(f"error: {_one_line(error.format_message())} (see '{_command_path(error.ctx)} --help')",
+                       err=True)
+            sys.exit(EXIT_EXPECTED_ERROR)
+        except click.ClickException as error:
+            click.echo(f"error: {_one_line(error.format_message())}", err=True)
+            sys.exit(EXIT_EXPECTED_ERROR)
+        except click.Abort:
+            click.echo("error: aborted", err=True)
+            sys.exit(1)
+        sys.exit(returned if isinstance(returned, int) else 0)
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+def _command_path(ctx: click.Context | None) -> str:
+    """``edgepatch run``, whatever name the program was started under."""
+    names = []
+    while ctx is not None:
+        names.append(ctx.info_name if ctx.parent is not None else "edgepatch")
+        ctx = ctx.parent
+    return " ".join(reversed(names or ["edgepatch"]))
+
+
+def _quiet_libraries() -> None:
+    """Keep numpy, PIL, TensorFlow/Keras warnings and absl logs off stderr (see --verbose)."""
+    warnings.simplefilter("ignore")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+@click.group(cls=OneLineErrorGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="edgepatch")
-def main():
+@click.option("--verbose", is_flag=True, help="Show library warnings and logs (numpy, PIL, TensorFlow) on stderr.")
+def main(verbose):
     """K tasks for the price of one model: train per-task patches, ship one base + tiny deltas.
 
     \b
     Example (the whole pipeline on built-in data, offline):
       edgepatch demo --out demo_out
     """
+    if not verbose:
+        _quiet_libraries()
 
 
 for _command in COMMANDS:

@@ -60,9 +60,20 @@ def check_finite(name: str, array: np.ndarray, source: str) -> None:
                          f"(first at flat index {first})")
 
 
+def is_text(value) -> bool:
+    """A non-empty str of Unicode scalar values (no unpaired surrogate from a JSON escape)."""
+    if not (isinstance(value, str) and value):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def string_list(value, where: str, source: str) -> list[str]:
-    """A non-empty array of unique non-empty strings."""
-    if not (isinstance(value, list) and value and all(isinstance(s, str) and s for s in value)
+    """A non-empty array of unique non-empty strings of Unicode scalar text."""
+    if not (isinstance(value, list) and value and all(is_text(s) for s in value)
             and len(set(value)) == len(value)):
         raise HeaderError(f"{source}: {where} must be a non-empty array of unique non-empty strings, "
                           f"got {show(value)}")
@@ -74,7 +85,7 @@ def string_map(value, where: str, allowed, rule: str, source: str) -> dict[str, 
     if not (isinstance(value, dict) and value):
         raise HeaderError(f"{source}: {where} must be a non-empty JSON object, got {show(value)}")
     for key, item in value.items():
-        if not (isinstance(key, str) and key):
+        if not is_text(key):
             raise HeaderError(f"{source}: {where} keys must be non-empty strings, got {show(key)}")
         if not allowed(item):
             raise HeaderError(f"{source}: {where}[{key!r}] must be {rule}, got {show(item)}")

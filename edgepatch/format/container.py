@@ -11,7 +11,6 @@ import hashlib
 import json
 import math
 import os
-import stat
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from edgepatch.errors import (
     UsageError,
 )
 from edgepatch.format.checks import check_finite, check_keys, is_int, json_type, show
+from edgepatch.format.open_file import open_regular_file
 
 MAGIC = b"EDGEPTCH"
 FORMAT_VERSION = 1
@@ -42,6 +42,7 @@ MAX_FILE_BYTES = 1 << 30
 MAX_TENSORS = 8192
 MAX_NAME_BYTES = 256
 MAX_RANK = 4
+MAX_TENSOR_ELEMENTS = 1 << 28
 FILE_KINDS = ("delta", "patch", "int8_delta")
 DTYPES = {"float32": "<f4", "float16": "<f2", "int32": "<i4", "int8": "i1", "uint8": "u1"}
 FLOAT_DTYPES = ("float32", "float16")
@@ -117,8 +118,8 @@ def _check_file_size(size: int, source: str) -> None:
             f"{source}: file is {size} bytes, larger than MAX_FILE_BYTES ({MAX_FILE_BYTES})")
 
 
-def _check_preamble(data: bytes, source: str) -> int:
-    """Steps 3 and 4; returns header_len."""
+def _check_preamble(data: bytes, source: str, size: int | None = None) -> int:
+    """Steps 3 and 4; returns header_len. ``size``: the whole file's, when only its start is in ``data``."""
     if data[:8] != MAGIC:
         raise DeltaFormatError(f"{source}: bad magic: expected {MAGIC!r}, got {data[:8]!r}")
     version, header_len = struct.unpack_from("<II", data, 8)
@@ -131,9 +132,10 @@ def _check_preamble(data: bytes, source: str) -> int:
     if header_len % HEADER_ALIGN:
         raise HeaderError(f"{source}: header_len {header_len} is not a multiple of {HEADER_ALIGN}")
     needed = PREAMBLE_BYTES + header_len + TRAILER_BYTES
-    if len(data) < needed:
+    size = len(data) if size is None else size
+    if size < needed:
         raise TruncatedFileError(
-            f"{source}: file is {len(data)} bytes, too short for header_len {header_len} "
+            f"{source}: file is {size} bytes, too short for header_len {header_len} "
             f"(needs at least {needed})")
     return header_len
 
@@ -208,6 +210,10 @@ def _check_entry_numbers(entry: dict, where: str, source: str) -> None:
         if not is_int(entry[key], 0, MAX_FILE_BYTES):
             raise HeaderError(f"{source}: {where}: {key} must be an integer in 0..{MAX_FILE_BYTES}, "
                               f"got {show(entry[key])}")
+    elements = math.prod(max(dim, 1) for dim in shape)
+    if elements > MAX_TENSOR_ELEMENTS:
+        raise HeaderError(f"{source}: {where}: shape {shape} has {elements} elements (zero dimensions "
+                          f"counted as 1), more than MAX_TENSOR_ELEMENTS ({MAX_TENSOR_ELEMENTS})")
     needed = math.prod(shape) * np.dtype(DTYPES[entry["dtype"]]).itemsize
     if entry["nbytes"] != needed:
         raise HeaderError(f"{source}: {where}: nbytes is {entry['nbytes']}, but shape {shape} "
@@ -287,21 +293,21 @@ def decode_tensor_file(data: bytes, expect_kind: str, source: str = "<bytes>") -
 
 
 def read_bytes(path) -> tuple[bytes, str]:
-    """Steps 1 and 2 of the verification order, then the file's bytes and its name for errors."""
+    """Steps 1-2, then the bytes and the name for errors; reads past the header only at the promised size."""
     source = os.fsdecode(path)
-    try:
-        info = os.stat(source)  # stat, not open: opening a FIFO would block
-    except FileNotFoundError:
-        raise MissingFileError(f"{source}: no such file") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise MissingFileError(f"{source}: is a directory, not a file")
-    if not stat.S_ISREG(info.st_mode):
-        raise MissingFileError(f"{source}: is not a regular file")
-    _check_file_size(info.st_size, source)  # before reading a byte
-    with open(source, "rb") as handle:
-        # One byte more than stat saw: a file that grew since is caught by decode (a size bound
-        # as large as MAX_FILE_BYTES would make read() allocate that much first).
-        return handle.read(info.st_size + 1), source
+    handle, size = open_regular_file(source)
+    with handle:
+        _check_file_size(size, source)  # before reading a byte
+        head = handle.read(PREAMBLE_BYTES)
+        if len(head) == PREAMBLE_BYTES:
+            header_len = _check_preamble(head, source, size)
+            raw = handle.read(header_len)
+            header, _ = _parse_header(raw)
+            head += raw
+            if isinstance(header, dict) and is_int(header.get("payload_bytes"), 0, MAX_FILE_BYTES):
+                _check_total_size(size, header_len, header["payload_bytes"], source)
+        # One byte more than fstat saw: a file that grew since is caught by decode.
+        return head + handle.read(size + 1 - len(head)), source
 
 
 def read_tensor_file(path, expect_kind: str) -> TensorFile:

@@ -98,10 +98,13 @@ its error class, are part of this spec; the message wording is not. Within
 an object, missing keys are reported in the order listed here, then unknown
 keys in sorted order.
 
-1.  The path exists and is a regular file (``MissingFileError``).
+1.  The path exists and is a regular file (``MissingFileError``); it is
+    opened without blocking (a FIFO or device is refused, never read).
 2.  size >= ``MIN_FILE_BYTES`` (``TruncatedFileError``), then
     size <= ``MAX_FILE_BYTES`` (``DeltaFormatError``). The size comes from
-    the file system before anything is read.
+    the file system before anything is read. Readers then read the 16
+    preamble bytes and the H header bytes only, and the rest only after
+    step 5 found the size to be what the header promises.
 3.  magic (``DeltaFormatError``), then version (``DeltaFormatError``).
 4.  ``MIN_HEADER_BYTES`` <= H <= ``MAX_HEADER_BYTES`` and H % 16 == 0
     (``HeaderError``), then 16 + H + 32 <= size (``TruncatedFileError``).
@@ -117,7 +120,9 @@ keys in sorted order.
     ``payload_bytes`` valid, ``meta`` an object, ``tensors`` an array of at
     most ``MAX_TENSORS`` (all ``HeaderError``).
 8.  Each entry in order (``HeaderError``): an object with exactly its keys;
-    name; name unique; dtype; shape; offset and nbytes integers; nbytes ==
+    name; name unique; dtype; shape; offset and nbytes integers; the
+    product of the dimensions, zeros counted as 1, <= ``MAX_TENSOR_ELEMENTS``
+    (so an empty tensor cannot declare [0, 2^30, 2^30, 2^30]); nbytes ==
     product(shape) * itemsize; offset % ``ALIGN`` == 0; offset >= previous
     end; offset + nbytes <= P.
 9.  Payload bytes outside every tensor are zero (``DeltaFormatError``).
@@ -473,6 +478,7 @@ only these definitions; ``tests/format/test_spec.py`` checks this table)::
     MAX_TENSORS            8192         edgepatch.format.container
     MAX_NAME_BYTES         256          edgepatch.format.container
     MAX_RANK               4            edgepatch.format.container
+    MAX_TENSOR_ELEMENTS    268435456    edgepatch.format.container
     FILE_KINDS             ("delta", "patch", "int8_delta")    edgepatch.format.container
     TENSOR_ROLES           ("scale", "bias", "kernel")         edgepatch.format.names
     MAX_SITE_NAME_BYTES    249          edgepatch.format.names

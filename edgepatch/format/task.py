@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgepatch.errors import HeaderError, UsageError
-from edgepatch.format.checks import check_keys, finite_number, is_int, plain, show, string_list
+from edgepatch.format.checks import check_keys, finite_number, is_int, is_text, plain, show, string_list
 
 MIN_RESOLUTION = 8
 MAX_RESOLUTION = 4096
@@ -40,7 +40,7 @@ def task_from_json(task, source: str = "<json>") -> TaskInfo:
     Raises HeaderError naming ``source`` and the offending field.
     """
     check_keys(task, _TASK_KEYS, "meta.task", source)
-    if not (isinstance(task["name"], str) and task["name"]):
+    if not is_text(task["name"]):
         raise HeaderError(f"{source}: meta.task.name must be a non-empty string, got {show(task['name'])}")
     classes = string_list(task["classes"], "meta.task.classes", source)
     if not is_int(task["resolution"], MIN_RESOLUTION, MAX_RESOLUTION):

@@ -41,3 +41,49 @@ def test_killed_convert_keeps_old_output_or_nothing(tmp_path, hook, nth):
         assert after in (before, {})
     if after and "old.delta" in after:
         assert after == before  # complete and unchanged
+
+
+def _inputs(tmp_path):
+    base = small_cnn(num_classes=3)
+    base.save(str(tmp_path / "base.keras"))
+    make_patch(base, str(tmp_path / "t.patch"), "t", 3, seed=1)
+    return str(tmp_path / "base.keras"), [str(tmp_path / "t.patch")]
+
+
+def test_convert_out_refuses_a_file_a_foreign_folder_and_the_inputs_folder(tmp_path):
+    from converters.convert import convert
+    from edgepatch.errors import UsageError
+
+    model, patches = _inputs(tmp_path)
+    target_file = tmp_path / "notes.txt"
+    target_file.write_bytes(b"mine")
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "a.jpg").write_bytes(b"jpeg")
+    (foreign / "base.tflite").write_bytes(b"a base of the user's, beside other files")
+    cases = [
+        (target_file, f"--out {target_file} exists and is not a directory; refusing to replace it"),
+        (foreign, f"--out {foreign} is a non-empty directory that is not a convert output "
+                  "(only base.tflite, base.onnx, base_int8.tflite and *.delta files); refusing to replace it"),
+        (tmp_path, f"--out {tmp_path} contains the input {model}; choose another directory"),
+    ]
+    def files(directory):
+        return {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file()}
+
+    before = files(tmp_path), files(foreign)
+    for out, message in cases:
+        with pytest.raises(UsageError) as caught:
+            convert(model, patches, str(out), formats=("tflite",))
+        assert str(caught.value) == message
+    assert (files(tmp_path), files(foreign)) == before  # every user file survives
+
+
+def test_convert_out_replaces_its_own_previous_output(tmp_path):
+    from converters.convert import convert
+
+    model, patches = _inputs(tmp_path)
+    out = tmp_path / "ship"
+    convert(model, patches, str(out), formats=("tflite",))
+    first = _snapshot(out)
+    convert(model, patches, str(out), formats=("tflite",))
+    assert _snapshot(out) == first
