@@ -46,6 +46,7 @@ import re
 from dataclasses import dataclass
 
 from edgepatch.errors import BundleError, RollbackError
+from edgepatch.format.checks import is_text
 
 BUNDLE_VERSION = 2
 LEGACY_BUNDLE_VERSION = 1
@@ -169,13 +170,7 @@ def _is_int(value, low: int, high: int) -> bool:
 
 def _is_text(value) -> bool:
     """A string of 1..MAX_TEXT characters that UTF-8 can encode (no unpaired surrogate)."""
-    if not (isinstance(value, str) and 0 < len(value) <= MAX_TEXT):
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return is_text(value) and len(value) <= MAX_TEXT
 
 
 def _text_list(value, where: str, source: str) -> tuple[str, ...]:

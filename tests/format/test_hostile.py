@@ -30,6 +30,18 @@ def _read_error(tmp_path, data: bytes, error):
     return str(caught.value).replace(str(path), "P")
 
 
+def refused_with_peak_memory(path):
+    """The error read_delta raises for ``path``, and the peak of Python allocations while it ran."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(DeltaFormatError) as caught:
+            read_delta(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return caught, peak
+
+
 def test_zero_size_tensor_with_huge_dimensions_is_refused(tmp_path):
     header, payload = split(VALID)
     header["tensors"][0].update(shape=[0, 1 << 30, 1 << 30, 1 << 30], nbytes=0)
@@ -55,13 +67,7 @@ def test_junk_gigabyte_is_refused_after_a_few_bytes(tmp_path):
     path = tmp_path / "junk.delta"
     with open(path, "wb") as handle:
         handle.truncate(MAX_FILE_BYTES)  # sparse: the largest size the reader lets through
-    tracemalloc.start()
-    try:
-        with pytest.raises(DeltaFormatError) as caught:
-            read_delta(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    caught, peak = refused_with_peak_memory(path)
     assert str(caught.value) == f"{path}: bad magic: expected b'EDGEPTCH', got {bytes(8)!r}"
     assert peak < 1 << 20
 
@@ -71,13 +77,7 @@ def test_size_other_than_the_header_promises_is_refused_before_the_payload_is_re
     path.write_bytes(VALID)
     with open(path, "r+b") as handle:
         handle.truncate(MAX_FILE_BYTES)
-    tracemalloc.start()
-    try:
-        with pytest.raises(DeltaFormatError) as caught:
-            read_delta(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    caught, peak = refused_with_peak_memory(path)
     assert str(caught.value).startswith(f"{path}: {MAX_FILE_BYTES - len(VALID)} unexpected trailing bytes")
     assert peak < 1 << 20
 
