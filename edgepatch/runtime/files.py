@@ -8,6 +8,7 @@ from edgepatch.errors import MissingFileError, UsageError
 from edgepatch.format import delta as float_delta
 from edgepatch.format import int8_delta
 from edgepatch.format.container import TensorFile, read_tensor_file
+from edgepatch.format.open_file import open_regular_file
 from edgepatch.runtime.onnx import OnnxBase
 from edgepatch.runtime.tflite import TFLiteBase
 from edgepatch.runtime.tflite_file import parse_tflite
@@ -22,10 +23,11 @@ def load_base(path: str, num_threads: int = 1):
     extension = os.path.splitext(path)[1].lower()
     if extension not in EXTENSIONS:
         raise UsageError(f"base must be a .tflite or .onnx file. Received '{path}'")
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         raise MissingFileError(f"base model '{path}' does not exist")
-    with open(path, "rb") as handle:
-        data = handle.read()
+    handle, size = open_regular_file(path)  # a FIFO or device would block or never end
+    with handle:
+        data = handle.read(size)
     if extension == ".onnx":
         return OnnxBase(data, path, num_threads)
     if is_int8_model(parse_tflite(data, path)):

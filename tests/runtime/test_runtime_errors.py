@@ -140,3 +140,15 @@ def test_rewritten_delta_roundtrip_still_applies(small_ship, tmp_path):
     write_delta(str(path), read_delta(str(ship / "gamma.delta")))
     assert path.read_bytes() == (ship / "gamma.delta").read_bytes()
     assert os.path.getsize(path) > 0
+
+
+@pytest.mark.parametrize("make, reason", [(lambda p: os.mkfifo(p), "is not a regular file"),
+                                          (lambda p: os.mkdir(p), "is a directory, not a file")])
+def test_a_base_that_is_not_a_regular_file_is_refused_without_blocking(tmp_path, make, reason):
+    from edgepatch.runtime import load_base
+
+    path = tmp_path / "base.tflite"
+    make(str(path))
+    with pytest.raises(MissingFileError) as error:
+        load_base(str(path))
+    assert str(error.value) == f"{path}: {reason}"
