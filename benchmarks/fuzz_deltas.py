@@ -1,6 +1,6 @@
 """Fuzz real deltas and manifests (>= 10,000 mutations each); print the counts as JSON.
 
-Each case mutates a real file (``tests/mutations.py``: bit flips, truncation,
+Each case mutates a real file (``tests/helpers/mutations.py``: bit flips, truncation,
 header lies about sizes, offsets, dtypes and shapes, huge declared lengths,
 duplicate names, NaN/Inf payloads, manifest lies and path traversal) and
 judges the reader:

@@ -2,7 +2,7 @@
 
 Used by ``bench_runtime.py`` (TensorFlow is imported here, never in the runtime).
 
-The patch is made without training, as ``tests/conftest.py::make_patch`` does:
+The patch is made without training, as ``tests/helpers/models.py::make_patch`` does:
 the ImageNet BN parameters are perturbed the way a short S/B training moves
 them (γ × U(0.8, 1.2), β + N(0, 0.05)) and a fresh 5-class head gets a
 random bias. Latency and swap cost do not depend on what the values are,
