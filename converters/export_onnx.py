@@ -20,7 +20,7 @@ import numpy as np
 from converters.fold import FoldedSite, expected_weights
 from converters.folded_model import BASE_INPUT_NAME
 from edgepatch.errors import FoldError
-from edgepatch.format.names import BIAS, KERNEL, tensor_name
+from edgepatch.format.names import BIAS, DENSE_OP, KERNEL, tensor_name
 
 log = logging.getLogger(__name__)
 OPSET = 17
@@ -53,7 +53,7 @@ def locate_sites(proto, folded: dict[str, FoldedSite], head_width: int) -> dict[
         for value in node.input:
             consumers.setdefault(value, []).append(node)
     expected = expected_weights(folded, head_width, "onnx")
-    remaining = {"Conv": [n for n, s in folded.items() if s.op != "dense"], "MatMul": [n for n, s in folded.items() if s.op == "dense"]}
+    remaining = {"Conv": [n for n, s in folded.items() if s.op != DENSE_OP], "MatMul": [n for n, s in folded.items() if s.op == DENSE_OP]}
     located = {}
     for node in proto.graph.node:
         if node.op_type not in remaining or len(node.input) < 2 or node.input[1] not in initializers:

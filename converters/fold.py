@@ -16,6 +16,7 @@ import numpy as np
 from edgepatch.errors import FoldError
 from edgepatch.format.layouts import as_in_base, to_runtime
 from edgepatch.kinds.keras_sites import Site, find_sites
+from edgepatch.format.names import DEPTHWISE_OP
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class FoldedSite:
 
 def out_channel_view(kernel: np.ndarray, op: str) -> np.ndarray:
     """View a canonical kernel with the output channel as the last axis of a 2-D array."""
-    if op == "depthwise":  # [H,W,C,M]: output channel c*M + m
+    if op == DEPTHWISE_OP:  # [H,W,C,M]: output channel c*M + m
         return kernel.reshape(-1, kernel.shape[2] * kernel.shape[3])
     return kernel.reshape(-1, kernel.shape[-1])
 

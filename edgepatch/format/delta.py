@@ -22,13 +22,13 @@ from edgepatch.format.container import (  # noqa: F401
     MAX_NAME_BYTES, MAX_RANK, MAX_TENSORS, MIN_FILE_BYTES, MIN_HEADER_BYTES, PREAMBLE_BYTES, TRAILER_BYTES, TensorFile,
     decode_tensor_file, encode_tensor_file, read_bytes, read_tensor_file, write_bytes_atomic, write_tensor_file,
 )
-from edgepatch.format.names import KERNEL, MAX_SITE_NAME_BYTES, SCALE, BIAS, TENSOR_ROLES, split_name, tensor_name
+from edgepatch.format.names import BIAS, CONV_OP, DENSE_OP, DEPTHWISE_OP, KERNEL, MAX_SITE_NAME_BYTES, SCALE, SITE_OPS, TENSOR_ROLES, split_name, tensor_name
 from edgepatch.format.task import (  # noqa: F401
     MAX_RESOLUTION, MIN_RESOLUTION, Preprocessing, TaskInfo, task_from_json, task_to_json,
 )
 
 FILE_KIND = "delta"
-SITE_OPS = ("conv", "depthwise", "dense")
+SITE_OPS = (CONV_OP, DEPTHWISE_OP, DENSE_OP)
 ROLE_SETS = ("scale", "bias", "scale+bias", "kernel", "kernel+bias")
 PACKED_ROLES = (SCALE, BIAS)  # stored as one tensor each, concatenated over the sites
 MAX_SITES = 8192
@@ -155,11 +155,11 @@ def _parse_delta_meta(meta, source: str):
 
 
 def _kernel_outputs(op: str, shape: tuple) -> int:
-    return shape[2] * shape[3] if op == "depthwise" else shape[-1]
+    return shape[2] * shape[3] if op == DEPTHWISE_OP else shape[-1]
 
 
 def _kernel_rank(op: str) -> int:
-    return 2 if op == "dense" else 4
+    return 2 if op == DENSE_OP else 4
 
 
 # In memory a delta is per site ({site}/{role}); these rules hold for it on encode and,

@@ -10,31 +10,32 @@ from __future__ import annotations
 import numpy as np
 
 from edgepatch.errors import ShapeMismatchError
+from edgepatch.format.names import CONV_OP, DENSE_OP, DEPTHWISE_OP
 
 FORMATS = ("tflite", "onnx")
 
 OUT_AXIS = {
-    ("tflite", "conv"): 0,
-    ("tflite", "depthwise"): 3,
-    ("tflite", "dense"): 0,
-    ("onnx", "conv"): 0,
-    ("onnx", "depthwise"): 0,
-    ("onnx", "dense"): 1,
+    ("tflite", CONV_OP): 0,
+    ("tflite", DEPTHWISE_OP): 3,
+    ("tflite", DENSE_OP): 0,
+    ("onnx", CONV_OP): 0,
+    ("onnx", DEPTHWISE_OP): 0,
+    ("onnx", DENSE_OP): 1,
 }
 
 
 def to_runtime(kernel: np.ndarray, op: str, fmt: str) -> np.ndarray:
     """Canonical kernel -> the runtime's layout (a new C-contiguous array)."""
-    if op == "conv":
+    if op == CONV_OP:
         axes = (3, 0, 1, 2) if fmt == "tflite" else (3, 2, 0, 1)
         return np.ascontiguousarray(kernel.transpose(axes))
-    if op == "depthwise":
+    if op == DEPTHWISE_OP:
         h, w, c, m = kernel.shape
         flat = kernel.reshape(h, w, c * m)
         if fmt == "tflite":
             return np.ascontiguousarray(flat.reshape(1, h, w, c * m))
         return np.ascontiguousarray(flat.transpose(2, 0, 1)[:, None])
-    if op == "dense":
+    if op == DENSE_OP:
         return np.ascontiguousarray(kernel.T if fmt == "tflite" else kernel)
     raise ValueError(f"unknown site op '{op}'")
 
@@ -51,10 +52,10 @@ def from_runtime(kernel: np.ndarray, op: str, fmt: str, canonical_shape: tuple[i
         raise ShapeMismatchError(
             f"{fmt} {op} kernel has shape {list(kernel.shape)}, expected {list(expected)}"
         )
-    if op == "conv":
+    if op == CONV_OP:
         axes = (1, 2, 3, 0) if fmt == "tflite" else (2, 3, 1, 0)
         return np.ascontiguousarray(kernel.transpose(axes))
-    if op == "depthwise":
+    if op == DEPTHWISE_OP:
         h, w, c, m = canonical_shape
         flat = kernel.reshape(h, w, c * m) if fmt == "tflite" else kernel[:, 0].transpose(1, 2, 0)
         return np.ascontiguousarray(flat.reshape(h, w, c, m))
@@ -86,4 +87,4 @@ def pad_head(kernel: np.ndarray | None, bias: np.ndarray | None,
 
 def as_in_base(op: str, kernel: np.ndarray, bias: np.ndarray, head_width: int) -> tuple[np.ndarray, np.ndarray]:
     """A site's canonical (kernel, bias) as the base holds them: the dense head padded, others as they are."""
-    return pad_head(kernel, bias, head_width) if op == "dense" else (kernel, bias)
+    return pad_head(kernel, bias, head_width) if op == DENSE_OP else (kernel, bias)

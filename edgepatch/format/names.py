@@ -9,6 +9,9 @@ from __future__ import annotations
 from edgepatch.format.container import MAX_NAME_BYTES
 
 SEPARATOR = "/"
+# The ops a site can be (spec: *Float delta*, meta.sites); compared by these names, never by literals.
+CONV_OP, DEPTHWISE_OP, DENSE_OP = "conv", "depthwise", "dense"
+SITE_OPS = (CONV_OP, DEPTHWISE_OP, DENSE_OP)
 SCALE, BIAS, KERNEL = "scale", "bias", "kernel"
 TENSOR_ROLES = (SCALE, BIAS, KERNEL)
 # The longest site name whose every role name (the longest: kernel) is a valid tensor name.

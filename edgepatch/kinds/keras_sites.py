@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgepatch.errors import ModelStructureError
+from edgepatch.format.names import CONV_OP, DENSE_OP, DEPTHWISE_OP
 
 
 @dataclass(frozen=True)
@@ -69,9 +70,9 @@ def _op_of(layer) -> str | None:
     layers = _keras().layers
     # DepthwiseConv2D is not a Conv2D subclass in Keras 3, so test it first and apart.
     if isinstance(layer, layers.DepthwiseConv2D):
-        return "depthwise"
+        return DEPTHWISE_OP
     if isinstance(layer, layers.Conv2D) and not isinstance(layer, layers.Conv2DTranspose):
-        return "conv"
+        return CONV_OP
     return None
 
 
@@ -81,7 +82,7 @@ def _check_conv(layer, op: str) -> None:
             f"layer `{layer.name}`: only data_format='channels_last' is supported. "
             f"Received data_format='{layer.data_format}'"
         )
-    if op == "conv" and getattr(layer, "groups", 1) != 1:
+    if op == CONV_OP and getattr(layer, "groups", 1) != 1:
         raise ModelStructureError(
             f"layer `{layer.name}`: grouped Conv2D is not supported. Received groups={layer.groups}"
         )
@@ -153,5 +154,5 @@ def find_sites(model) -> list[Site]:
                 "that feeds only it, so it cannot be folded"
             )
     head = head_layer(model)
-    sites.append(Site(head.name, "dense", head, None))
+    sites.append(Site(head.name, DENSE_OP, head, None))
     return sites

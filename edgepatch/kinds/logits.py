@@ -2,6 +2,7 @@
 
 from edgepatch.kinds.keras_sites import head_layer
 from edgepatch.kinds.registry import PatchKind, register
+from edgepatch.format.names import DENSE_OP
 
 
 class Logits(PatchKind):
@@ -16,7 +17,7 @@ class Logits(PatchKind):
         return list(layer.weights)
 
     def delta_roles(self, site) -> tuple[str, ...]:
-        return ("kernel", "bias") if site.op == "dense" else ()
+        return ("kernel", "bias") if site.op == DENSE_OP else ()
 
 
 register(Logits())

@@ -42,7 +42,7 @@ import numpy as np
 
 from edgepatch.errors import BaseModelError, UsageError
 from edgepatch.format.delta import Delta
-from edgepatch.format.names import BIAS, KERNEL, split_name, tensor_name
+from edgepatch.format.names import BIAS, CONV_OP, DENSE_OP, DEPTHWISE_OP, KERNEL, split_name, tensor_name
 from edgepatch.runtime.base_file import require, sha256_hex
 from edgepatch.runtime.onnx_adapter import AdapterSession
 from edgepatch.runtime.onnx_file import OnnxModel, parse_onnx
@@ -74,9 +74,9 @@ def onnx_sites(model: OnnxModel, source: str) -> dict[str, SiteSlots]:
             continue
         kernel = _slot(model, node.inputs[1], source)
         if node.op_type == "MatMul":
-            op = "dense"
+            op = DENSE_OP
         else:
-            op = "depthwise" if node.int_attrs.get("group", 1) > 1 else "conv"
+            op = DEPTHWISE_OP if node.int_attrs.get("group", 1) > 1 else CONV_OP
         require(site not in sites, f"{source}: site `{site}` appears on two nodes")
         sites[site] = SiteSlots(op, kernel, _slot(model, tensor_name(site, BIAS), source))
     require(bool(sites), f"{source}: no edgepatch sites found; was it written by `edgepatch convert`?")

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgepatch.format.delta import Delta
-from edgepatch.format.names import tensor_name
+from edgepatch.format.names import DENSE_OP, tensor_name
 from edgepatch.runtime.onnx_file import OnnxModel, parse_onnx
 from edgepatch.runtime.base_file import require
 from edgepatch.runtime.buffers import LendingPool, writable_bytes
@@ -139,7 +139,7 @@ def _out_channel(index: np.ndarray, slots: SiteSlots, role: str) -> np.ndarray:
     if role == "bias":
         return index
     shape = slots.kernel.shape
-    if slots.op == "dense":  # MatMul [I, O]
+    if slots.op == DENSE_OP:  # MatMul [I, O]
         channel = index % shape[1]
     else:  # Conv [O, I, H, W]
         channel = index // int(np.prod(shape[1:]))

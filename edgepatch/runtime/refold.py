@@ -18,7 +18,7 @@ import numpy as np
 from edgepatch.errors import NonFiniteError, ShapeMismatchError, WrongBaseError
 from edgepatch.format.delta import Delta
 from edgepatch.format.layouts import OUT_AXIS, pad_head, to_runtime
-from edgepatch.format.names import BIAS, KERNEL, SCALE, TENSOR_ROLES, tensor_name
+from edgepatch.format.names import BIAS, DENSE_OP, KERNEL, SCALE, TENSOR_ROLES, tensor_name
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -73,7 +73,7 @@ def _checked(value: np.ndarray, slot: Slot, what: str, source: str) -> np.ndarra
 
 def head_width(sites: dict[str, SiteSlots]) -> int:
     """The base's head width: the bias length of its first dense site, 0 without one."""
-    head = next((slots for slots in sites.values() if slots.op == "dense"), None)
+    head = next((slots for slots in sites.values() if slots.op == DENSE_OP), None)
     return head.bias.shape[0] if head is not None else 0
 
 
@@ -115,7 +115,7 @@ def _check_scale_overflow(updates: dict[str, SiteUpdate], peaks: dict[str, np.nd
 def _site_update(name: str, op: str, slots: SiteSlots, delta: Delta, fmt: str, width: int, source: str) -> SiteUpdate:
     tensors = {role: delta.tensors.get(tensor_name(name, role)) for role in TENSOR_ROLES}
     kernel, bias, scale = tensors[KERNEL], tensors[BIAS], None
-    if op == "dense" and (kernel is not None or bias is not None):
+    if op == DENSE_OP and (kernel is not None or bias is not None):
         kernel, bias = pad_head(kernel, bias, width)
     if kernel is not None:
         value = to_runtime(kernel.astype(np.float32, copy=False), op, fmt)

@@ -31,14 +31,14 @@ import numpy as np
 
 from edgepatch.errors import BaseModelError
 from edgepatch.format.delta import Delta
-from edgepatch.format.names import BIAS, KERNEL, split_name, tensor_name
+from edgepatch.format.names import BIAS, CONV_OP, DENSE_OP, DEPTHWISE_OP, KERNEL, split_name, tensor_name
 from edgepatch.runtime.base_file import require, sha256_hex
 from edgepatch.runtime.patched_base import BytesPatcher, PatchedBase, check_fingerprint
 from edgepatch.runtime.refold import SiteSlots, Slot
 from edgepatch.runtime.runner import TaskRunner
 from edgepatch.runtime.tflite_file import TFLiteModel, parse_tflite
 
-SITE_OPS = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "depthwise", "FULLY_CONNECTED": "dense"}
+SITE_OPS = {"CONV_2D": CONV_OP, "DEPTHWISE_CONV_2D": DEPTHWISE_OP, "FULLY_CONNECTED": DENSE_OP}
 
 
 # Where an Interpreter class may come from, in order of preference. Never TensorFlow: the

@@ -72,7 +72,9 @@ class Limits:
             raise UsageError(f"min_rate must be a number of bytes/s in [0, 1e12); received {self.min_rate!r}")
 
 
-class _Connection(http.client.HTTPConnection):
+class _Tracked:
+    """A connection whose socket the transfer tracks, so the deadline can shut it."""
+
     def __init__(self, *args, transfer, **kwargs):
         super().__init__(*args, **kwargs)
         self._transfer = transfer
@@ -82,14 +84,12 @@ class _Connection(http.client.HTTPConnection):
         self._transfer.track(self.sock)
 
 
-class _TLSConnection(http.client.HTTPSConnection):
-    def __init__(self, *args, transfer, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._transfer = transfer
+class _Connection(_Tracked, http.client.HTTPConnection):
+    pass
 
-    def connect(self):
-        super().connect()
-        self._transfer.track(self.sock)
+
+class _TLSConnection(_Tracked, http.client.HTTPSConnection):
+    pass
 
 
 class _Handler(urllib.request.HTTPHandler):
