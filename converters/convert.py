@@ -18,16 +18,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from converters.make_delta import make_delta
-from converters.fold import fold_batchnorm
+from converters.fold import FoldedSite, fold_batchnorm, fold_input_affines, fold_model
 from converters.folded_model import build_folded_model, foldable_pads
 from edgepatch.atomic import is_regular_file, make_stage_dir, replace_dir
 from edgepatch.format.delta import DELTA_DTYPES, read_delta, write_delta
 from edgepatch.errors import FoldError, UsageError
+from edgepatch.train.graph import canonical_model
 from edgepatch.train.models import BACKBONES, clone_with_input, load_checkpoint, with_new_head
 from edgepatch.train.patchfile import TaskPatch, apply_patch, read_patch
 from edgepatch.format.layouts import FORMATS
 from edgepatch.runtime.base_file import sha256_hex
-from edgepatch.kinds import head_is_private
+from edgepatch.kinds import head_is_private, site_is_patchable
 from edgepatch.kinds.keras_sites import find_sites
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class ConvertResult:
     int8: dict = field(default_factory=dict)  # base_bytes, deltas: task -> {bytes, max_abs_vs_task_int8}
     delta_bytes: dict[str, int] = field(default_factory=dict)
     parity: dict[str, dict[str, float]] = field(default_factory=dict)  # task -> fmt -> max-abs
+    notes: tuple = ()  # how the checkpoint was rewritten into the canonical form
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,8 @@ class FoldedBase:
     head_width: int  # outputs of the shared head: the widest task, or more
     pads: tuple  # input paddings the folded model must reproduce exactly
     model: object  # the BN-free Keras model the bases are exported from
+    notes: tuple = ()  # the rewrites that made the checkpoint canonical (edgepatch.train.graph)
+    input_affines: bool = False  # input Rescaling/Normalization as depthwise convs (converters.fold)
 
 
 def _check_options(formats, dtype, patches, quantize, calibration_dir, int8_delta) -> None:
@@ -98,30 +102,46 @@ def task_model(base, patch: TaskPatch, source: str):
     return model
 
 
-def parity_inputs(resolution: int, seed: int = 0, count: int = 2) -> np.ndarray:
-    """Inputs in the preprocessed pixel range, for runtime-vs-Keras checks."""
-    return np.random.default_rng(seed).uniform(-1, 1, (count, resolution, resolution, 3)).astype(np.float32)
+def parity_inputs(resolution: int, seed: int = 0, count: int = 2, preprocessing=None) -> np.ndarray:
+    """Inputs for runtime-vs-Keras checks: random pixels preprocessed as the task records
+    (``preprocessing``), or uniform in [-1, 1] when none is given."""
+    rng = np.random.default_rng(seed)
+    if preprocessing is None:
+        return rng.uniform(-1, 1, (count, resolution, resolution, 3)).astype(np.float32)
+    return preprocessing.apply(rng.uniform(0, 255, (count, resolution, resolution, 3)).astype(np.float32))
 
 
-def check_parity(keras_model, runner, resolution: int) -> tuple[float, float]:
+def check_parity(keras_model, runner, resolution: int, preprocessing=None) -> tuple[float, float]:
     """Return (max-abs logit difference, max(1, max |logit|)) between runtime and Keras."""
-    images = parity_inputs(resolution)
+    images = parity_inputs(resolution, preprocessing=preprocessing)
     expected = np.asarray(keras_model(images, training=False))
     return float(np.max(np.abs(runner.predict(images) - expected))), max(1.0, float(np.max(np.abs(expected))))
 
 
-def _fold_base(model_path: str, patches: list[TaskPatch], head_width: int | None) -> FoldedBase:
-    """Pass 1: load and fold the base; its head is as wide as the widest task (or ``head_width``)."""
-    base = load_checkpoint(model_path)
+def _fold_base(model_path: str, patches: list[TaskPatch], head_width: int | None,
+               input_affines: bool = False) -> FoldedBase:
+    """Pass 1: load and fold the base; its head is as wide as the widest task (or ``head_width``).
+
+    The checkpoint's own head counts only when some task shares it: a head every task replaces
+    (a checkpoint's 1000 ImageNet classes) would cost every task its bytes and its run time.
+    """
+    canonical = canonical_model(load_checkpoint(model_path))
+    base = canonical.model
     sites = find_sites(base)
-    base_folded = fold_batchnorm(base)
-    widest = max([base_folded[sites[-1].name].out_channels] + [len(p.task.classes) for p in patches])
+    base_folded = fold_model(base, input_affines)
+    own_head = base_folded[sites[-1].name]
+    shares_head = not patches or not all(head_is_private(p.kinds) for p in patches)
+    widest = max([own_head.out_channels] * shares_head + [len(p.task.classes) for p in patches])
     if head_width is not None and head_width < widest:
         raise UsageError(f"head width must be >= {widest} (the widest task). Received head_width={head_width}")
     width = head_width or widest
+    if own_head.out_channels > width:  # unused by every task: keep the columns the base's head width holds
+        base_folded[own_head.name] = FoldedSite(own_head.name, own_head.op, own_head.kernel[:, :width],
+                                                own_head.bias[:width], own_head.scale[:width])
     # Every input size the base must reproduce exactly: its own and each task's.
     pads = foldable_pads(base, tuple(r for r in (base.inputs[0].shape[1], *(p.task.resolution for p in patches)) if r))
-    return FoldedBase(base, sites, base_folded, width, pads, build_folded_model(base, base_folded, width, pads))
+    return FoldedBase(base, sites, base_folded, width, pads, build_folded_model(base, base_folded, width, pads),
+                      tuple(canonical.notes), input_affines)
 
 
 def _write_bases(stage: str, shared: FoldedBase, formats, result: ConvertResult) -> dict:
@@ -131,9 +151,11 @@ def _write_bases(stage: str, shared: FoldedBase, formats, result: ConvertResult)
     from edgepatch.runtime import OnnxBase, TFLiteBase
 
     exporters = {"tflite": (export_tflite_base, TFLiteBase), "onnx": (export_onnx_base, OnnxBase)}
+    patchable = {site.name for site in shared.sites if site_is_patchable(site)}
+    constants = frozenset(name for name in shared.folded if name not in patchable)
     bases = {}
     for fmt in formats:
-        data = exporters[fmt][0](shared.model, shared.folded, shared.head_width)
+        data = exporters[fmt][0](shared.model, shared.folded, shared.head_width, constants)
         with open(os.path.join(stage, f"base.{fmt}"), "wb") as handle:
             handle.write(data)
         result.base_files[fmt] = os.path.join(result.out_dir, f"base.{fmt}")
@@ -155,7 +177,7 @@ def _write_task_delta(stage: str, shared: FoldedBase, patch_path: str, patch: Ta
     stored = read_delta(delta_path)
     result.parity[name] = {}
     for fmt, runtime_base in bases.items():
-        error, scale = check_parity(model, runtime_base.apply(stored), patch.task.resolution)
+        error, scale = check_parity(model, runtime_base.apply(stored), patch.task.resolution, patch.task.preprocessing)
         result.parity[name][fmt] = error
         if error > PARITY_TOLERANCE[dtype] * scale:
             raise FoldError(
@@ -229,13 +251,21 @@ def convert(
     out_dir = os.path.abspath(out_dir)
     stage = make_stage_dir(out_dir, "convert")
     try:
-        result = ConvertResult(out_dir, {}, {}, {}, shared.head_width)
-        bases = _write_bases(stage, shared, formats, result)
+        result = ConvertResult(out_dir, {}, {}, {}, shared.head_width, notes=shared.notes)
+        try:
+            bases = _write_bases(stage, shared, formats, result)
+        except FoldError:
+            if not fold_input_affines(shared.checkpoint):
+                raise
+            # A converter fused the input normalisation into the first conv: keep it a separate op.
+            shared = _fold_base(model_path, patches, head_width, input_affines=True)
+            bases = _write_bases(stage, shared, formats, result)
         int8_tasks = []
         for path, patch in zip(patch_paths, patches):
             model = _write_task_delta(stage, shared, path, patch, bases, dtype, result)
             if quantize:
-                folded_task = build_folded_model(model, fold_batchnorm(model), shared.head_width, shared.pads)
+                folded_task = build_folded_model(model, fold_model(model, shared.input_affines), shared.head_width,
+                                                 shared.pads)
                 int8_tasks.append((patch.task, folded_task))
         if quantize:
             result.int8 = _write_int8(stage, shared, patches, int8_tasks, calibration_dir, int8_delta)

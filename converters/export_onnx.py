@@ -24,16 +24,35 @@ from edgepatch.format.names import BIAS, DENSE_OP, KERNEL, tensor_name
 
 log = logging.getLogger(__name__)
 OPSET = 17
+_ELEMENTWISE = {"Add", "Sub", "Mul", "Div"}  # ops that broadcast a [1] constant as they do a scalar
 
 
 def _convert(folded_model):
     import tensorflow as tf
     import tf2onnx
 
+    from tf2onnx.graph import GraphUtil
+
     signature = [tf.TensorSpec((None, None, None, folded_model.inputs[0].shape[-1]), tf.float32, name=BASE_INPUT_NAME)]
     with contextlib.redirect_stdout(io.StringIO()):
-        proto, _ = tf2onnx.convert.from_keras(folded_model, input_signature=signature, opset=OPSET)
-    return proto
+        proto, _ = tf2onnx.convert.from_keras(folded_model, input_signature=signature, opset=OPSET, optimizers={})
+        _scalar_constants_as_vectors(proto.graph)
+        return GraphUtil.optimize_model_proto(proto, catch_errors=False)
+
+
+def _scalar_constants_as_vectors(graph) -> None:
+    """Give rank-0 initializers shape [1] (same broadcast).
+
+    tf2onnx's transpose optimizer fails on an Add of a scalar constant right after a Conv (the
+    ``x + 3`` of a hard sigmoid), and then leaves every layout Transpose and unfused bias in the graph.
+    """
+    readers: dict[str, set[str]] = {}
+    for node in graph.node:
+        for value in node.input:
+            readers.setdefault(value, set()).add(node.op_type)
+    for init in graph.initializer:
+        if not init.dims and readers.get(init.name) and readers[init.name] <= _ELEMENTWISE:
+            init.dims.append(1)
 
 
 def _match_site(array, candidates, expected, op_label: str):
@@ -43,8 +62,13 @@ def _match_site(array, candidates, expected, op_label: str):
     raise FoldError(f"ONNX {op_label} weight of shape {list(array.shape)} matches no folded site")
 
 
-def locate_sites(proto, folded: dict[str, FoldedSite], head_width: int) -> dict[str, tuple]:
-    """Map site -> (weight node, weight input index, bias node or None, bias input index)."""
+def locate_sites(proto, folded: dict[str, FoldedSite], head_width: int,
+                 constants: frozenset = frozenset()) -> dict[str, tuple]:
+    """Map site -> (weight node, weight input index, bias node or None, bias input index).
+
+    ``constants``: sites no delta can write; one whose bias holds a constant add the converter
+    fused into it is matched by weight but not returned.
+    """
     from onnx import numpy_helper
 
     initializers = {init.name: init for init in proto.graph.initializer}
@@ -61,6 +85,8 @@ def locate_sites(proto, folded: dict[str, FoldedSite], head_width: int) -> dict[
         weight = numpy_helper.to_array(initializers[node.input[1]])
         name = _match_site(weight, remaining[node.op_type], expected, node.op_type)
         remaining[node.op_type].remove(name)
+        if name in constants and not _holds_bias(node, initializers, expected[name][1]):
+            continue
         if node.op_type == "Conv":
             located[name] = (node, 1, node if len(node.input) > 2 else None, 2)
             continue
@@ -74,6 +100,16 @@ def locate_sites(proto, folded: dict[str, FoldedSite], head_width: int) -> dict[
     if missing:
         raise FoldError(f"ONNX graph has no Conv/MatMul for sites {missing[:5]}")
     return located
+
+
+def _holds_bias(conv, initializers: dict, bias: np.ndarray) -> bool:
+    """Whether ``conv`` (Conv or MatMul) has no bias input or one equal to ``bias``."""
+    from onnx import numpy_helper
+
+    if conv.op_type != "Conv" or len(conv.input) < 3:
+        return True
+    value = initializers.get(conv.input[2])
+    return value is not None and np.array_equal(numpy_helper.to_array(value).reshape(-1), bias)
 
 
 def _add_bias_after(proto, matmul, bias_name: str) -> None:
@@ -136,14 +172,19 @@ def _canonical_names(graph, keep: set[str]) -> None:
                 dim.dim_param = symbols.setdefault(dim.dim_param, f"dim_{len(symbols)}")
 
 
-def export_onnx_base(folded_model, folded: dict[str, FoldedSite], head_width: int) -> bytes:
-    """Convert, locate sites, give their weights stable initializer names; return the model bytes."""
+def export_onnx_base(folded_model, folded: dict[str, FoldedSite], head_width: int,
+                     constants: frozenset = frozenset()) -> bytes:
+    """Convert, locate sites, give their weights stable initializer names; return the model bytes.
+
+    ``constants``: the sites no delta can write (``locate_sites``); one whose bias the converter
+    changed gets no site name.
+    """
     import onnx
     from onnx import numpy_helper
 
     proto = _convert(folded_model)
     expected = expected_weights(folded, head_width, "onnx")
-    located = locate_sites(proto, folded, head_width)
+    located = locate_sites(proto, folded, head_width, constants)
     graph = proto.graph
     for name, (node, weight_index, bias_node, bias_index) in located.items():
         kernel, bias = expected[name]

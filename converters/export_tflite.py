@@ -41,8 +41,12 @@ def _convert(folded_model) -> bytes:
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_keras_model(folded_model)
-    with contextlib.redirect_stdout(io.StringIO()):  # the converter prints its whole signature
-        return converter.convert()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # the converter prints its whole signature
+            return converter.convert()
+    except Exception as error:  # the converter raises ConverterError and others, with long texts
+        first = next((line.strip() for line in str(error).splitlines() if "error" in line.lower()), str(error)[:200])
+        raise FoldError(f"the TFLite converter cannot convert the folded model: {first}") from None
 
 
 def _tensor_array(model: TFLiteModel, data: bytes, index: int) -> np.ndarray:
@@ -52,8 +56,13 @@ def _tensor_array(model: TFLiteModel, data: bytes, index: int) -> np.ndarray:
     return np.frombuffer(data, np.float32, int(np.prod(tensor.shape)), tensor.data_offset).reshape(tensor.shape)
 
 
-def locate_sites(model: TFLiteModel, data: bytes, expected: dict, ops: dict[str, str]) -> dict[str, LocatedSite]:
-    """Match each conv/FC op to the folded site whose kernel it holds, by value."""
+def locate_sites(model: TFLiteModel, data: bytes, expected: dict, ops: dict[str, str],
+                  constants: frozenset = frozenset()) -> dict[str, LocatedSite]:
+    """Match each conv/FC op to the folded site whose kernel it holds, by value.
+
+    ``constants``: sites no delta can write. The converter may fuse a following constant add into
+    their bias; such a one is matched by kernel but not returned, and stays a plain constant of the base.
+    """
     remaining = list(expected)
     located: dict[str, LocatedSite] = {}
     for op in model.ops:
@@ -71,6 +80,8 @@ def locate_sites(model: TFLiteModel, data: bytes, expected: dict, ops: dict[str,
         remaining.remove(match)
         bias = op.inputs[2] if len(op.inputs) > 2 else -1
         if bias >= 0 and not np.array_equal(_tensor_array(model, data, bias), expected[match][1]):
+            if match in constants:
+                continue
             raise FoldError(f"TFLite bias of site `{match}` differs from the folded bias")
         located[match] = LocatedSite(op.index, op.inputs[1], bias)
     if remaining:
@@ -78,13 +89,19 @@ def locate_sites(model: TFLiteModel, data: bytes, expected: dict, ops: dict[str,
     return located
 
 
-def export_tflite_base(folded_model, folded: dict[str, FoldedSite], head_width: int) -> bytes:
-    """Convert, locate sites, rename and unshare their tensors; return the verified base bytes."""
+def export_tflite_base(folded_model, folded: dict[str, FoldedSite], head_width: int,
+                       constants: frozenset = frozenset()) -> bytes:
+    """Convert, locate sites, rename and unshare their tensors; return the verified base bytes.
+
+    ``constants``: the sites no delta can write (``locate_sites``); one whose bias the converter
+    changed gets no site name.
+    """
     data = _convert(folded_model)
     model = parse_tflite(data, "<converted tflite>")
     log.info("TFLite base ops: %s", dict(Counter(op.opcode for op in model.ops)))
     expected = expected_weights(folded, head_width, "tflite")
-    located = locate_sites(model, data, expected, {n: s.op for n, s in folded.items()})
+    located = locate_sites(model, data, expected, {n: s.op for n, s in folded.items()}, constants)
+    expected = {name: value for name, value in expected.items() if name in located}
     # The converter merges identical constants (e.g. two all-zero biases) into one tensor.
     slots = [(s.op_index, 1) for s in located.values()] + [(s.op_index, 2) for s in located.values() if s.bias_tensor >= 0]
     data, private = split_shared_inputs(data, slots)

@@ -86,6 +86,55 @@ def fold_batchnorm(model) -> dict[str, FoldedSite]:
     return {site.name: fold_site(site) for site in find_sites(model)}
 
 
+def _affine_of(layer) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-channel (scale, offset) of a Rescaling/Normalization layer on NHWC images, or None."""
+    import keras
+
+    shape = layer.input.shape
+    channels = shape[-1] if len(shape) == 4 else None
+    if channels is None:
+        return None
+    if isinstance(layer, keras.layers.Rescaling):
+        scale, offset = np.asarray(layer.scale, np.float64), np.asarray(layer.offset, np.float64)
+    elif isinstance(layer, keras.layers.Normalization) and tuple(layer.axis) in ((-1,), (3,)):
+        deviation = np.maximum(np.sqrt(np.asarray(layer.variance, np.float64)), keras.config.epsilon())
+        mean = np.asarray(layer.mean, np.float64)
+        scale, offset = (deviation, mean) if layer.invert else (1 / deviation, -mean / deviation)
+    else:
+        return None
+    try:
+        return np.broadcast_to(scale.reshape(-1), (channels,)), np.broadcast_to(offset.reshape(-1), (channels,))
+    except ValueError:
+        return None
+
+
+def fold_input_affines(model) -> dict[str, FoldedSite]:
+    """Rescaling/Normalization layers as constant 1x1 depthwise convs (kernel = scale, bias = offset).
+
+    The base keeps the model's own input normalisation. As a per-channel multiply/add (the
+    default: the fastest ops) the TFLite converter may fuse it into the next conv's kernel, where
+    no site can then be found by value; as a depthwise conv it stays a separate op, at a small cost
+    (about 0.04 ms at 96 px). These are constants: no delta writes them.
+    """
+    import keras
+
+    affines = {}
+    for layer in model.layers:
+        if isinstance(layer, (keras.layers.Rescaling, keras.layers.Normalization)):
+            affine = _affine_of(layer)
+            if affine is not None:
+                scale, offset = affine
+                affines[layer.name] = FoldedSite(layer.name, DEPTHWISE_OP, scale.reshape(1, 1, -1, 1).astype(np.float32),
+                                                 offset.astype(np.float32), np.ones_like(scale, np.float32))
+    return affines
+
+
+def fold_model(model, input_affines: bool = False) -> dict[str, FoldedSite]:
+    """Everything the BN-free model takes from ``model``: its folded sites, after its input affines
+    as depthwise convs when ``input_affines`` (``fold_input_affines``; else they stay as Keras has them)."""
+    return {**(fold_input_affines(model) if input_affines else {}), **fold_batchnorm(model)}
+
+
 def expected_weights(folded: dict[str, FoldedSite], head_width: int, fmt: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per site, the (kernel, bias) a base in ``fmt`` must hold: runtime layout, head padded."""
     expected = {}

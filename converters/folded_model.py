@@ -22,13 +22,19 @@ import logging
 from converters.fold import FoldedSite
 from edgepatch.errors import FoldError, ModelStructureError
 from edgepatch.format.layouts import as_in_base
-from edgepatch.kinds.keras_sites import find_sites, head_layer
+from edgepatch.kinds.keras_sites import find_sites, head_layer, is_constant_layer
 from edgepatch.train.models import clone_with_input
 
 BASE_INPUT_NAME = "input"  # the base model's input, in both formats
 BASE_MODEL_NAME = "edgepatch_base"
 
 log = logging.getLogger(__name__)
+
+
+def unplaceable_layer(layer) -> str:
+    """Why a weighted layer that is no site, folded BN or constant cannot go into the base."""
+    return (f"layer `{layer.name}` ({type(layer).__name__}) has weights but is neither a conv, "
+            "a folded BatchNormalization, a Normalization nor the head; edgepatch cannot place it in the base")
 
 
 def _pass_through_layer(keras, name: str):
@@ -39,6 +45,25 @@ def _pass_through_layer(keras, name: str):
             return inputs
 
     return FoldedBatchNorm(name=name)
+
+
+def _export_conv_layer(keras, config: dict):
+    """A Conv2D site of the folded model; a grouped one convolves without XLA.
+
+    Keras runs a grouped conv on the CPU through an XLA-compiled function, which tf2onnx cannot
+    read; the export only traces the graph, and a plain grouped convolution converts to ONNX's
+    ``Conv(group=g)`` and TFLite's grouped CONV_2D.
+    """
+    if config.get("groups", 1) == 1:
+        return keras.layers.Conv2D.from_config(config)
+
+    class GroupedConv2D(keras.layers.Conv2D):
+        def convolution_op(self, inputs, kernel):
+            import tensorflow as tf
+
+            return tf.nn.convolution(inputs, kernel, self.strides, self.padding.upper(), dilations=self.dilation_rate)
+
+    return GroupedConv2D.from_config(config)
 
 
 def _single_input(layer):
@@ -91,6 +116,10 @@ def build_folded_model(model, folded: dict[str, FoldedSite], head_width: int, pa
     head_name = head_layer(model).name
 
     def clone_layer(layer):
+        if layer.name in folded and layer.name not in sites:  # an input affine (converters.fold.fold_input_affines)
+            return keras.layers.DepthwiseConv2D(1, use_bias=True, name=layer.name)
+        if not isinstance(layer, keras.layers.Layer) or is_constant_layer(layer):
+            return layer  # a raw operation (x + y, ops.*) or a layer whose weights are constants of the base
         config = layer.get_config()
         if layer.name in folded_bns or layer.name in pads:
             return _pass_through_layer(keras, layer.name)
@@ -98,13 +127,12 @@ def build_folded_model(model, folded: dict[str, FoldedSite], head_width: int, pa
             config = {**config, "padding": "same"}
         if layer.name == head_name:
             return type(layer).from_config({**config, "units": head_width})
+        if layer.name in sites and isinstance(layer, keras.layers.Conv2D):
+            return _export_conv_layer(keras, {**config, "use_bias": True})
         if layer.name in sites:
             return type(layer).from_config({**config, "use_bias": True})
         if layer.weights:
-            raise ModelStructureError(
-                f"layer `{layer.name}` ({type(layer).__name__}) has weights but is neither a conv, "
-                "a folded BatchNormalization nor the head; edgepatch cannot place it in the base"
-            )
+            raise ModelStructureError(unplaceable_layer(layer))
         return type(layer).from_config(config)
 
     # Fixed input and model names: the converters write them into the base, whose bytes must not

@@ -5,7 +5,9 @@ Which tensors a site carries comes from the patch-kind registry
 ``s_task / s_base`` of the BN multipliers, so the runtime re-folds the task
 into the shared kernel as ``kernel_base · scale``. Where the base's
 multiplier is 0 on some channel (γ = 0) no ratio exists, and the site ships
-its full folded kernel instead; the delta never holds inf or NaN.
+its full folded kernel instead; the delta never holds inf or NaN. A ratio of
+exactly 1 on every channel (a BN without γ whose statistics stayed frozen)
+is left out: a delta ships only what its task changes.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ def make_delta(
         ratio = scale_ratio(task[site.name], base[site.name]) if SCALE in roles else None
         if SCALE in roles and ratio is None:
             roles = (roles - {SCALE}) | {KERNEL}
+        elif ratio is not None and np.all(ratio == 1.0):
+            roles = roles - {SCALE}  # unchanged (a BN without γ, statistics frozen): the base's kernel serves
         ops[site.name] = site.op
         if SCALE in roles:
             tensors[tensor_name(site.name, SCALE)] = ratio

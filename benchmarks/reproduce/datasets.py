@@ -33,7 +33,7 @@ class DecodedCache:
         self.misses = 0
 
     def arrays(self, items, resolution: int, preprocessing) -> tuple[np.ndarray, np.ndarray]:
-        key = (tuple(items), resolution, preprocessing.scale, preprocessing.offset)
+        key = (tuple(items), resolution, preprocessing)  # a frozen dataclass: every field counts
         if key not in self._arrays:
             from edgepatch.train.data import make_dataset
 

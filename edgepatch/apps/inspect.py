@@ -62,6 +62,16 @@ def _int8_delta(delta, dtypes: list[str]) -> dict:
             "base_sha256": {BASE_FORMAT: delta.base_sha256}}
 
 
+def _preprocessing(pre) -> dict:
+    return {"channels": pre.channels, "scale": list(pre.scale), "offset": list(pre.offset)}
+
+
+def _preprocessing_line(pre: dict) -> str:
+    """``rgb, input = pixel * [s0, s1, s2] + [o0, o1, o2]`` (bgr: model channel 0 is the image's blue)."""
+    scale, offset = (", ".join(f"{v:.6g}" for v in pre[key]) for key in ("scale", "offset"))
+    return f"{pre['channels']}, input = pixel * [{scale}] + [{offset}]"
+
+
 def describe_delta(path: str, base_path: str | None) -> dict:
     """A task delta, float or int8 (read and verified once); with its base's size when one is found."""
     from edgepatch.format.container import read_tensor_file
@@ -75,7 +85,8 @@ def describe_delta(path: str, base_path: str | None) -> dict:
     info = _float_delta(delta, dtypes) if isinstance(delta, Delta) else _int8_delta(delta, dtypes)
     base_sha256 = info.pop("base_sha256")
     result = {"kind": info.pop("kind"), "path": path, "task": delta.task.name, "classes": list(delta.task.classes),
-              "resolution": delta.task.resolution, **info, "bytes": size, "base_sha256": base_sha256}
+              "resolution": delta.task.resolution, "preprocessing": _preprocessing(delta.task.preprocessing),
+              **info, "bytes": size, "base_sha256": base_sha256}
     base = _find_base(path, base_path, "base.tflite" if isinstance(delta, Delta) else "base_int8.tflite")
     if base is not None:
         base_bytes = _size(base)
@@ -94,6 +105,7 @@ def describe_patch(path: str) -> dict:
         "task": patch.task.name,
         "classes": list(patch.task.classes),
         "resolution": patch.task.resolution,
+        "preprocessing": _preprocessing(patch.task.preprocessing),
         "kinds": list(patch.kinds),
         "trained": list(patch.trained),
         "tensors": len(patch.tensors),
@@ -143,7 +155,9 @@ def render(info: dict) -> str:
     for key, value in info.items():
         if key in skip:
             continue
-        if isinstance(value, float):
+        if key == "preprocessing":
+            value = _preprocessing_line(value)
+        elif isinstance(value, float):
             value = f"{value:.3f}"
         elif isinstance(value, int):
             value = f"{value:,}"

@@ -7,9 +7,12 @@ converters, so nothing below it (runtime, delta format) imports it.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 
 from edgepatch.errors import UsageError
+
+DEFAULT_BACKBONE = "mobilenet_v2"  # built when --base is not given and --weights is not a checkpoint
 
 
 def _quiet_tensorflow() -> None:
@@ -17,12 +20,16 @@ def _quiet_tensorflow() -> None:
 
 
 def train_command(*, backbone, alpha, resolution, weights, data_dir, task_name, patch_spec, epochs, lr,
-                  batch_size, bn_stats, bn_momentum, holdout, seed, out_dir, strategy="none") -> dict:
-    """Transfer-train one task; write OUT/base.keras and OUT/<task>.patch."""
+                  batch_size, bn_stats, bn_momentum, holdout, seed, out_dir, strategy="none",
+                  preprocessing="auto", quiet=False) -> dict:
+    """Transfer-train one task; write OUT/base.keras and OUT/<task>.patch.
+
+    ``backbone`` None: mobilenet_v2 when building, no family (for ``preprocessing="auto"``) for a checkpoint.
+    """
     from edgepatch.format.delta import TaskInfo
     from edgepatch.kinds import DEFAULT_BN_STATS, makes_patch, parse_trained_kinds
     from edgepatch.train.data import scan_image_folders
-    from edgepatch.train.models import BACKBONES, with_new_head
+    from edgepatch.train.models import with_new_head
     from edgepatch.train.patchfile import write_patch
     from edgepatch.train.strategy import make_strategy
     from edgepatch.train.transfer import TrainConfig, train
@@ -37,7 +44,8 @@ def train_command(*, backbone, alpha, resolution, weights, data_dir, task_name, 
     distribution = make_strategy(strategy)  # before any other TensorFlow work
     with distribution.scope():
         base = _starting_model(backbone, alpha, resolution, weights, len(split.classes), seed)
-    task = TaskInfo(name, split.classes, resolution, BACKBONES[backbone].preprocessing)
+    mode, recorded = _task_preprocessing(preprocessing, base, backbone, weights)
+    task = TaskInfo(name, split.classes, resolution, recorded)
     os.makedirs(out_dir, exist_ok=True)
     writes_patch = makes_patch(trained)  # else a whole fine-tuned model, OUT/model.keras
     if writes_patch:
@@ -45,7 +53,7 @@ def train_command(*, backbone, alpha, resolution, weights, data_dir, task_name, 
         _save_model_atomic(base, base_path)  # the shared weights, before training touches any layer
     with distribution.scope():
         model = with_new_head(base, len(split.classes), seed) if weights.endswith(".keras") else base
-        result = train(model, split, task, config)
+        result = train(model, split, task, config, verbose=0 if quiet else 1)
     if writes_patch:
         patch_path = os.path.join(out_dir, f"{name}.patch")
         write_patch(patch_path, result.patch)
@@ -60,6 +68,7 @@ def train_command(*, backbone, alpha, resolution, weights, data_dir, task_name, 
         "train_accuracy": result.train_accuracy,
         "test_accuracy": result.test_accuracy,
         "trained_parameters": result.trained_parameters,
+        "preprocessing": mode,
         **outputs,
     }
 
@@ -68,13 +77,13 @@ def _starting_model(backbone, alpha, resolution, weights, num_classes, seed):
     """The model training starts from: a .keras checkpoint, or a backbone built with weights."""
     from edgepatch.train.models import BACKBONES, build_classifier, load_checkpoint
 
-    if backbone not in BACKBONES:
+    if backbone is not None and backbone not in BACKBONES:
         raise UsageError(f"--base must be one of {sorted(BACKBONES)}. Received '{backbone}'")
     _quiet_tensorflow()
     if not weights.endswith(".keras"):
-        return build_classifier(backbone, alpha=alpha, resolution=resolution, weights=weights,
-                                num_classes=num_classes, seed=seed)
-    base = load_checkpoint(weights)
+        return _canonical(build_classifier(backbone or DEFAULT_BACKBONE, alpha=alpha, resolution=resolution,
+                                           weights=weights, num_classes=num_classes, seed=seed))
+    base = _canonical(load_checkpoint(weights), weights)
     input_size = tuple(base.inputs[0].shape[1:3])
     if input_size != (resolution, resolution):
         raise UsageError(f"checkpoint '{weights}' takes {input_size[0]}x{input_size[1]} inputs; "
@@ -82,8 +91,27 @@ def _starting_model(backbone, alpha, resolution, weights, num_classes, seed):
     return base
 
 
+def _canonical(model, source="MODEL"):
+    """``model`` in the canonical form (``edgepatch.train.graph``), saying on stderr what was rewritten.
+
+    Stops here, before any training, when convert would refuse the model (``edgepatch.apps.check``).
+    """
+    from edgepatch.apps.check import refuse_unconvertible
+    from edgepatch.train.graph import canonical_model
+
+    canonical = canonical_model(model)
+    refuse_unconvertible(canonical.model, source)
+    print_notes(canonical.notes)
+    return canonical.model
+
+
+def print_notes(notes) -> None:
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+
+
 def multitask_command(*, backbone, alpha, weights, tasks, private_spec, epochs, lr, batch_size, seed,
-                      out_dir, strategy="none") -> dict:
+                      out_dir, strategy="none", preprocessing="auto", quiet=False) -> dict:
     """Train several tasks at once (shared weights + a private patch each).
 
     ``tasks`` is a list of (name, data_dir, resolution); the same data_dir at
@@ -92,7 +120,6 @@ def multitask_command(*, backbone, alpha, weights, tasks, private_spec, epochs, 
     from edgepatch.format.delta import TaskInfo
     from edgepatch.kinds import parse_kinds
     from edgepatch.train.data import scan_image_folders
-    from edgepatch.train.models import BACKBONES
     from edgepatch.train.multitask import MultiTaskConfig, TaskRun, train_multitask
     from edgepatch.train.patchfile import write_patch
     from edgepatch.train.strategy import make_strategy
@@ -105,16 +132,16 @@ def multitask_command(*, backbone, alpha, weights, tasks, private_spec, epochs, 
     private = () if private_spec == "none" else parse_kinds(private_spec)
     config = MultiTaskConfig(private=private, epochs=epochs, learning_rate=lr or 1e-3,
                              batch_size=batch_size, seed=seed, checkpoint_dir=os.path.join(out_dir, ".checkpoints"))
-    runs = []
-    for name, data_dir, resolution in tasks:
-        split = scan_image_folders(data_dir, seed=seed)
-        runs.append(TaskRun(TaskInfo(name, split.classes, resolution, BACKBONES[backbone].preprocessing), split))
+    splits = [scan_image_folders(data_dir, seed=seed) for _, data_dir, _ in tasks]
     _quiet_tensorflow()
     distribution = make_strategy(strategy)  # before any other TensorFlow work
     with distribution.scope():  # the base's layers become the shared, distributed variables
-        base = _starting_model(backbone, alpha, tasks[0][2], weights, len(runs[0].split.classes), seed)
+        base = _starting_model(backbone, alpha, tasks[0][2], weights, len(splits[0].classes), seed)
+    recorded = _task_preprocessing(preprocessing, base, backbone, weights)[1]
+    runs = [TaskRun(TaskInfo(name, split.classes, resolution, recorded), split)
+            for (name, _, resolution), split in zip(tasks, splits)]
     os.makedirs(out_dir, exist_ok=True)
-    train_multitask(base, runs, config, distribution)
+    train_multitask(base, runs, config, distribution, verbose=0 if quiet else 1)
     base_path = os.path.join(out_dir, "base.keras")
     _save_model_atomic(runs[0].model, base_path)  # task 0 holds the base's own layers
     report = []
@@ -127,6 +154,15 @@ def multitask_command(*, backbone, alpha, weights, tasks, private_spec, epochs, 
                        "patch": patch_path})
     return {"base_checkpoint": base_path, "private": list(config.private), "strategy": strategy,
             "replicas": distribution.num_replicas_in_sync, "tasks": report}
+
+
+def _task_preprocessing(mode, model, backbone, weights):
+    """(mode, Preprocessing) to record; a built backbone's family is known even without --base."""
+    from edgepatch.train.models import BACKBONES
+    from edgepatch.train.preprocessing import resolve_preprocessing
+
+    family = backbone or (None if weights.endswith(".keras") else DEFAULT_BACKBONE)
+    return resolve_preprocessing(mode, model, BACKBONES[family].preprocessing_mode if family else None)
 
 
 def _save_model_atomic(model, path: str) -> None:
@@ -150,6 +186,7 @@ def convert_command(model_path, patch_paths, out_dir, formats, dtype, head_width
 
     result = convert(model_path, patch_paths, out_dir, formats, dtype, head_width, quantize, calibration_dir,
                      int8_delta)
+    print_notes(result.notes)
     return {
         "out_dir": result.out_dir,
         "base_files": result.base_files,

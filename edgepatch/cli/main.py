@@ -19,14 +19,16 @@ import click
 
 from edgepatch.cli.bench import bench
 from edgepatch.cli.cascade import cascade
+from edgepatch.cli.check import check
 from edgepatch.cli.convert import convert
 from edgepatch.cli.demo import demo
+from edgepatch.cli.eval import eval_command
 from edgepatch.cli.inspect_run import inspect, run
 from edgepatch.cli.options import EXIT_EXPECTED_ERROR
 from edgepatch.cli.ship import keygen, pack, serve, verify
 from edgepatch.cli.train import train
 
-COMMANDS = (train, convert, inspect, run, demo, bench, cascade, pack, keygen, verify, serve)
+COMMANDS = (train, check, convert, inspect, run, eval_command, demo, bench, cascade, pack, keygen, verify, serve)
 
 
 class OneLineErrorGroup(click.Group):

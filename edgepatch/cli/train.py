@@ -38,8 +38,18 @@ def render_training(result: dict) -> str:
               show_default=True, help="transfer: one task, all but the patch frozen (paper 5.2). multitask: "
               "several tasks, shared weights trained by all, a private patch each (5.3). multires: one "
               "dataset, one task per --resolutions entry (5.4).")
-@click.option("--base", "backbone", default="mobilenet_v2", show_default=True, help="Backbone family.")
-@click.option("--alpha", default=1.0, show_default=True, type=float, help="Width multiplier.")
+@click.option("--base", "backbone", default=None,
+              help="Backbone family: mobilenet_v2 (default), mobilenet_v3_small, mobilenet_v3_large, "
+                   "efficientnet_b0, resnet50, inception_v3. With --weights a .keras checkpoint, the "
+                   "checkpoint's own architecture is used and --base only names its family for "
+                   "--preprocessing auto.")
+@click.option("--alpha", default=1.0, show_default=True, type=float,
+              help="Width multiplier (mobilenet_v2: 0.35..1.4; mobilenet_v3_*: 0.75, 1.0; others 1.0). "
+                   "Ignored with a .keras checkpoint.")
+@click.option("--preprocessing", type=click.Choice(["auto", "tf", "torch", "caffe", "raw"]), default="auto",
+              show_default=True, help="What the task records as its input: tf x/127.5-1; torch x/255 then "
+              "ImageNet mean/std; caffe BGR minus ImageNet means; raw 0..255 (models that rescale inside). "
+              "auto: raw when the model starts with Rescaling/Normalization, else the --base family's mode.")
 @click.option("--resolution", default=224, show_default=True, type=int, help="Square input size.")
 @click.option("--weights", default="imagenet", show_default=True,
               help="imagenet (Keras download) | none (random) | PATH to a .h5 no-top weights file "
@@ -53,7 +63,9 @@ def render_training(result: dict) -> str:
               help="Kinds private to each task: scale_bias, depthwise, logits (comma-separated). Default: "
                    "scale_bias,logits (multires: scale_bias; 'none' there is the all-shared baseline). In "
                    "transfer, without logits the head stays at its random initial value (paper 5.2), and "
-                   "'full' fine-tunes everything into OUT/model.keras (no delta).")
+                   "'full' fine-tunes everything into OUT/model.keras (no delta). 'logits' alone trains "
+                   "on the backbone's features computed once (exact: the pipeline has no augmentation; a "
+                   "model with Dropout or random layers takes the full pass each epoch).")
 @click.option("--epochs", default=5, show_default=True, type=int)
 @click.option("--lr", default=None, type=float, help="Learning rate (default 1e-3; 1e-4 for full fine-tuning).")
 @click.option("--batch-size", default=32, show_default=True, type=int)
@@ -66,9 +78,10 @@ def render_training(result: dict) -> str:
               help="tf.distribute: none | mirrored (all GPUs, or 2 CPU replicas) | multi_worker (TF_CONFIG).")
 @click.option("--out", "out_dir", required=True, help="Writes OUT/base.keras and OUT/<task>.patch per task; "
               "a killed run restarted with the same OUT resumes from its last epoch.")
+@click.option("--quiet", is_flag=True, help="No per-step progress bar on stderr.")
 @result_output(render_training)
-def train(mode, backbone, alpha, resolution, weights, data_dir, task_values, resolutions, patch_spec, epochs, lr,
-          batch_size, bn_stats, bn_momentum, holdout, seed, strategy, out_dir):
+def train(mode, backbone, alpha, preprocessing, resolution, weights, data_dir, task_values, resolutions, patch_spec,
+          epochs, lr, batch_size, bn_stats, bn_momentum, holdout, seed, strategy, out_dir, quiet):
     """Train task patches: transfer, multi-task or multi-resolution.
 
     \b
@@ -80,7 +93,7 @@ def train(mode, backbone, alpha, resolution, weights, data_dir, task_values, res
     from edgepatch.apps.jobs import multitask_command, train_command
 
     common = dict(backbone=backbone, alpha=alpha, weights=weights, epochs=epochs, lr=lr, batch_size=batch_size,
-                  seed=seed, out_dir=out_dir, strategy=strategy)
+                  seed=seed, out_dir=out_dir, strategy=strategy, preprocessing=preprocessing, quiet=quiet)
     if mode != "multitask" and not data_dir:
         raise click.UsageError(f"--mode {mode} needs --data")
     if mode == "transfer":

@@ -30,7 +30,8 @@ from edgepatch.format.checks import check_finite, check_keys, is_int, json_type,
 from edgepatch.format.open_file import open_regular_file
 
 MAGIC = b"EDGEPTCH"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # written now; 2 added per-channel preprocessing (spec: *Container*)
+READABLE_VERSIONS = (1, 2)
 PREAMBLE_BYTES = 16  # magic, version, header_len
 TRAILER_BYTES = 32  # sha256
 HEADER_ALIGN = 16
@@ -57,6 +58,7 @@ class TensorFile:
     meta: dict
     tensors: dict[str, np.ndarray]
     file_kind: str = "delta"
+    version: int = FORMAT_VERSION
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -123,9 +125,9 @@ def _check_preamble(data: bytes, source: str, size: int | None = None) -> int:
     if data[:8] != MAGIC:
         raise DeltaFormatError(f"{source}: bad magic: expected {MAGIC!r}, got {data[:8]!r}")
     version, header_len = struct.unpack_from("<II", data, 8)
-    if version != FORMAT_VERSION:
-        raise DeltaFormatError(
-            f"{source}: unsupported format version: expected {FORMAT_VERSION}, got {version}")
+    if version not in READABLE_VERSIONS:
+        expected = " or ".join(str(v) for v in READABLE_VERSIONS)
+        raise DeltaFormatError(f"{source}: unsupported format version: expected {expected}, got {version}")
     if not MIN_HEADER_BYTES <= header_len <= MAX_HEADER_BYTES:
         raise HeaderError(
             f"{source}: header_len {header_len} is outside {MIN_HEADER_BYTES}..{MAX_HEADER_BYTES}")
@@ -289,7 +291,8 @@ def decode_tensor_file(data: bytes, expect_kind: str, source: str = "<bytes>") -
                              offset=start + entry["offset"])
         tensors[entry["name"]] = flat.reshape(entry["shape"])
         check_finite(entry["name"], tensors[entry["name"]], source)
-    return TensorFile(meta=header["meta"], tensors=tensors, file_kind=header["file_kind"])
+    version = struct.unpack_from("<I", data, 8)[0]
+    return TensorFile(meta=header["meta"], tensors=tensors, file_kind=header["file_kind"], version=version)
 
 
 def read_bytes(path) -> tuple[bytes, str]:
@@ -351,14 +354,18 @@ def _header_json(file_kind: str, meta, entries: list, payload_bytes: int, source
 
 
 def encode_tensor_file(file_kind: str, tensors: Mapping[str, np.ndarray], meta: dict,
-                       source: str = "<bytes>") -> bytes:
+                       source: str = "<bytes>", version: int = FORMAT_VERSION) -> bytes:
     """Encode tensors (in insertion order) and meta as one canonical file.
+
+    ``version``: the preamble's; only test-data generators write an older one.
 
     Raises UsageError for bad arguments, HeaderError for what the reader
     would reject in the header (names, dtypes, ranks, limits), NonFiniteError
     for NaN/Inf, DeltaFormatError when the file would exceed MAX_FILE_BYTES.
     """
     _check_kind_arg(file_kind, "file_kind")
+    if version not in READABLE_VERSIONS:
+        raise UsageError(f"{source}: version must be one of {list(READABLE_VERSIONS)}; received version={version!r}")
     if not isinstance(tensors, Mapping):
         raise UsageError(
             f"{source}: tensors must be a mapping of name to array, got {type(tensors).__name__}")
@@ -384,7 +391,7 @@ def encode_tensor_file(file_kind: str, tensors: Mapping[str, np.ndarray], meta: 
         raise DeltaFormatError(f"{source}: file would be {size} bytes, larger than MAX_FILE_BYTES "
                                f"({MAX_FILE_BYTES})")
     out = bytearray(size)
-    out[:PREAMBLE_BYTES] = MAGIC + struct.pack("<II", FORMAT_VERSION, len(header))
+    out[:PREAMBLE_BYTES] = MAGIC + struct.pack("<II", version, len(header))
     start = PREAMBLE_BYTES + len(header)
     out[PREAMBLE_BYTES:start] = header
     for entry, array in zip(entries, arrays.values()):

@@ -144,10 +144,10 @@ def _parse_sites(value, source: str) -> list[_Site]:
     return [_parse_site(item, index, seen, source) for index, item in enumerate(value)]
 
 
-def _parse_delta_meta(meta, source: str):
-    """Validate delta meta; returns (task, kinds, base_sha256, sites as a list of _Site)."""
+def _parse_delta_meta(meta, source: str, version: int = FORMAT_VERSION):
+    """Validate delta meta of a file of ``version``; returns (task, kinds, base_sha256, sites as a list of _Site)."""
     check_keys(meta, _META_KEYS, "meta", source)
-    task = task_from_json(meta["task"], source)
+    task = task_from_json(meta["task"], source, version)
     kinds = tuple(string_list(meta["kinds"], "meta.kinds", source))
     base = string_map(meta["base_sha256"], "meta.base_sha256", _is_sha256_hex,
                        "64 lowercase hex digits", source)
@@ -362,7 +362,7 @@ def encode_delta(delta: Delta, dtype: str = "float32", source: str = "<bytes>") 
 
 def from_tensor_file(stored: TensorFile, source: str) -> Delta:
     """Step 11 on a ``"delta"`` file the container already verified; per-site read-only float32 tensors."""
-    task, kinds, base, sites = _parse_delta_meta(stored.meta, source)
+    task, kinds, base, sites = _parse_delta_meta(stored.meta, source, stored.version)
     _check_stored_tensors(sites, _specs(stored.tensors), source)
     return Delta(task=task, kinds=kinds, base_sha256=base, sites={site.name: site.op for site in sites},
                  tensors=_unpack(sites, stored.tensors))

@@ -92,7 +92,7 @@ def from_tensor_file(stored, source: str) -> Int8Delta:
     if sorted(set(meta) - {"refold"}) != ["base_sha256", "quant", "task"]:
         raise HeaderError(f"{source}: int8 delta meta must have base_sha256, quant, task and optionally refold; "
                           f"got {sorted(meta)}")
-    task = task_from_json(meta["task"], source)
+    task = task_from_json(meta["task"], source, stored.version)
     base = meta["base_sha256"]
     if not isinstance(base, dict) or list(base) != [BASE_FORMAT] or not isinstance(base[BASE_FORMAT], str) \
             or not re.fullmatch(r"[0-9a-f]{64}", base[BASE_FORMAT]):

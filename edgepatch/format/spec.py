@@ -1,4 +1,4 @@
-"""The edgepatch file format, version 1, and how a delta is applied to a base.
+"""The edgepatch file format, version 2, and how a delta is applied to a base.
 
 This docstring is the specification. A reader in another language must be
 writable from it alone; the Java loader (``android_demo/patchloader``) is one.
@@ -18,12 +18,20 @@ All integers are unsigned little-endian. Offsets are in bytes.
 bytes                 field     meaning
 ====================  ========  =============================================
 0 .. 8                magic     ``MAGIC`` = ASCII ``EDGEPTCH``
-8 .. 12               u32       ``FORMAT_VERSION`` = 1; any other is rejected
+8 .. 12               u32       version: writers write ``FORMAT_VERSION`` = 2;
+                                readers accept 1 and 2 (version history
+                                below) and reject any other
 12 .. 16              u32  H    header_len: length of the header field
 16 .. 16+H            header    UTF-8 JSON object, then ASCII spaces (0x20)
 16+H .. 16+H+P        payload   P = header["payload_bytes"] bytes of tensors
 16+H+P .. 16+H+P+32   trailer   SHA-256 of every byte before the trailer
 ====================  ========  =============================================
+
+Version history: 1, the first, held ``task.preprocessing`` as one scalar
+scale and offset, channels implicitly RGB. 2 made it per channel (three
+scales and offsets) with a channel order and the optional resize filter
+(*Float delta*); nothing else changed. Readers of version 2 also read version 1 files, as *Float delta*
+says; a version 1 reader refuses version 2 files at step 3.
 
 The file is exactly ``16 + H + P + 32`` bytes. H is a multiple of
 ``HEADER_ALIGN`` (16), so the payload starts 16-byte aligned;
@@ -150,16 +158,52 @@ Float delta
 ``meta`` of a ``"delta"`` file is an object with exactly these keys::
 
     {"task": {"name": str, "classes": [str, ...], "resolution": int,
-              "preprocessing": {"scale": number, "offset": number}},
+              "preprocessing": {"channels": "rgb" | "bgr",
+                                "scale": [number, number, number],
+                                "offset": [number, number, number],
+                                "resize": "bilinear"}},
      "kinds": [str, ...],
      "base_sha256": {format: hex, ...},
      "sites": [[name, op, channels, roles], ...]}
 
 * task.name: non-empty string. task.classes: non-empty array of unique
   non-empty strings. task.resolution: integer ``MIN_RESOLUTION`` (8) ..
-  ``MAX_RESOLUTION`` (4096). preprocessing: finite numbers; the model input
-  is ``pixel (0..255) * scale + offset``. Patches and int8 deltas share this
-  ``task`` object.
+  ``MAX_RESOLUTION`` (4096). Patches and int8 deltas share this ``task``
+  object.
+* task.preprocessing: how a decoded image (RGB, pixel values 0..255) becomes
+  the model input. ``channels`` is the channel order the model wants,
+  ``"rgb"`` or ``"bgr"``; ``order`` is (0, 1, 2) for ``"rgb"`` and (2, 1, 0)
+  for ``"bgr"`` (model channel 0 is the image's blue). ``scale`` and
+  ``offset`` are arrays of exactly 3 numbers, in the model's channel order:
+  ``input[..., c] = pixel[..., order[c]] * scale[c] + offset[c]``, computed
+  in float32 (one multiplication, then one addition). Each scale is finite
+  with ``1e-30 <= |scale| <= 1e6`` (never 0 or denormal); each offset finite
+  with ``|offset| <= 1e6``. ``resize`` (optional; writers write it, a file
+  without it means ``"bilinear"``): how the decoded image is brought to
+  ``resolution`` x ``resolution``, one of ``"bilinear"`` (below). Checked in
+  order: the keys (``channels``, ``offset``, ``scale`` required, ``resize``
+  allowed), channels, resize (``meta.task.preprocessing.resize must be one
+  of 'bilinear', got ...``), then scale and offset, each element in order. A
+  version 1 file holds instead ``{"scale": number, "offset": number}`` (the
+  same bounds), read as ``channels = "rgb"`` with that scale and offset for
+  all three channels, resized ``"bilinear"``. E.g. ``keras.applications``' ``tf`` mode
+  is rgb, scale 1/127.5, offset -1; ``caffe`` is bgr, scale 1, offset minus
+  the ImageNet means (103.939, 116.779, 123.68).
+* resize ``"bilinear"`` (Pillow's ``Image.BILINEAR``, one axis at a time): a
+  triangle filter whose support grows with the downscale factor, so it
+  averages, not skips, pixels when it shrinks. The image (8-bit RGB, whole,
+  no crop, aspect not kept) is resampled along x to width R, then that
+  result along y to height R; an axis already R long is left as is. One axis
+  of n pixels to m: ``scale = n / m``, ``fs = max(scale, 1)``, ``ss = 1 /
+  fs``, ``support = fs`` (all float64). Output pixel i has ``center = (i +
+  0.5) * scale``, ``lo = max(trunc(center - support + 0.5), 0)``, ``hi =
+  min(trunc(center + support + 0.5), n)``; for j in lo..hi-1, ``t = |(j -
+  center + 0.5) * ss|`` (the subtraction ``j - center`` first), ``w[j] = 1 -
+  t`` if t < 1 else 0; ``total`` is their sum in j order, and each ``w[j] /
+  total`` (if total != 0) becomes the integer ``k[j] = trunc(0.5 + w[j] *
+  2^22)``. Then per channel ``out[i] = clamp((2^21 + sum k[j] * p[j]) >> 22,
+  0, 255)`` in 32-bit integers (arithmetic shift), p the pixels of that row
+  (x pass) or column (y pass). The x pass's 8-bit result feeds the y pass.
 * kinds: non-empty array of unique non-empty strings (patch kinds private to
   this task, e.g. ``"scale_bias"``, ``"logits"``).
 * base_sha256: non-empty object mapping a runtime format name (e.g.
@@ -365,9 +409,27 @@ tensors are found by structure and exact names, never by substring:
   sites; int8 deltas address its tensors by index.
 * ONNX (format ``"onnx"``). Walk the graph's nodes in order. A Conv or
   MatMul node with at least 2 inputs whose input 1 is named as site S's
-  kernel is site S: MatMul is ``dense``, Conv with attribute group > 1
-  ``depthwise``, else ``conv``. S's kernel and bias initializers must exist,
-  be float32 and be stored as raw_data; S must not appear on two nodes.
+  kernel is site S: MatMul is ``dense``; Conv with attribute group > 1 and
+  one input channel per group (kernel dims ``[O, 1, H, W]``) ``depthwise``;
+  any other Conv (a grouped conv included) ``conv``. S's kernel and bias
+  initializers must exist, be float32 and be stored as raw_data; S must not
+  appear on two nodes.
+
+Which layers are sites. The converter first rewrites the model into a
+canonical form (``edgepatch.train.graph``): nested sub-models inlined, a
+SeparableConv2D split into its depthwise site ``<name>_depthwise`` and a 1x1
+conv site ``<name>``, a Conv2D with one input channel per group rebuilt as a
+depthwise conv, and a BatchNormalization that follows no linear conv feeding
+only it given a 1x1 identity depthwise conv ``<bn>_affine`` in front, into
+which it folds. Such an *affine site* is a ``depthwise`` site whose kernel
+``[1, 1, C, 1]`` and bias are the BN's per-channel multiply and add; a delta
+writes it like any other site. A site no patch kind can write (a conv
+without BN) whose bias the runtime converter changed (it fused a following
+constant add) is left unnamed: it is a plain constant of the base, and a
+delta naming it is refused as naming a site the base lacks. Input
+Rescaling/Normalization layers are constants of the base: multiply/add
+operators, or, where a converter would fuse them into a site's kernel,
+constant 1x1 depthwise convs named like sites, which no patch kind writes.
 
 Reading a .tflite base. A .tflite file is a FlatBuffer holding a TFLite
 ``Model`` (TFLite's ``schema.fbs``). All integers are little-endian:
@@ -468,7 +530,7 @@ Each constant's value, and the module that defines it (the Python code uses
 only these definitions; ``tests/format/test_spec.py`` checks this table)::
 
     MAGIC                  b"EDGEPTCH"  edgepatch.format.container
-    FORMAT_VERSION         1            edgepatch.format.container
+    FORMAT_VERSION         2            edgepatch.format.container
     HEADER_ALIGN           16           edgepatch.format.container
     ALIGN                  8            edgepatch.format.container
     MIN_HEADER_BYTES       16           edgepatch.format.container

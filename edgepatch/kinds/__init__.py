@@ -29,6 +29,7 @@ from edgepatch.kinds.registry import (
     parse_trained_kinds,
     patch_kind_names,
     register,
+    site_is_patchable,
     statistics_are_private,
     whole_model_kinds,
     with_head,

@@ -33,26 +33,38 @@ def _owned_statistics(model, kinds) -> list:
     return batch_norm_layers(model) if statistics_are_private(kinds) else []
 
 
-@contextlib.contextmanager
-def statistics_frozen(bn_layers):
-    """Run BN layers in inference mode even while fit() trains their gamma/beta.
+def run_in_inference_mode(bn_layers) -> None:
+    """Make BN layers normalise with their moving statistics even while fit() trains their gamma/beta.
 
     Keras 3 uses batch statistics whenever a trainable BN is called in
     training mode, and has no flag for "train gamma/beta on moving
-    statistics", so the call is wrapped per instance and restored after.
+    statistics", so the call is wrapped per instance (``restore_training_mode`` undoes it).
     """
     for layer in bn_layers:
+        if "call" in vars(layer):
+            continue  # already wrapped
         original = type(layer).call.__get__(layer)
 
         def call(inputs, training=None, mask=None, _original=original):
             return _original(inputs, training=False, mask=mask)
 
         layer.call = call
+
+
+def restore_training_mode(bn_layers) -> None:
+    for layer in bn_layers:
+        if "call" in vars(layer):
+            del layer.call
+
+
+@contextlib.contextmanager
+def statistics_frozen(bn_layers):
+    """Run BN layers in inference mode (``run_in_inference_mode``) inside the block."""
+    run_in_inference_mode(bn_layers)
     try:
         yield
     finally:
-        for layer in bn_layers:
-            del layer.call
+        restore_training_mode(bn_layers)
 
 
 @contextlib.contextmanager

@@ -66,6 +66,11 @@ def consumers_by_layer(model) -> dict[str, list]:
     return consumers
 
 
+def is_constant_layer(layer) -> bool:
+    """A layer the base keeps as constants: input normalisation, never trained by a kind."""
+    return isinstance(layer, _keras().layers.Normalization)
+
+
 def _op_of(layer) -> str | None:
     layers = _keras().layers
     # DepthwiseConv2D is not a Conv2D subclass in Keras 3, so test it first and apart.
@@ -81,10 +86,6 @@ def _check_conv(layer, op: str) -> None:
         raise ModelStructureError(
             f"layer `{layer.name}`: only data_format='channels_last' is supported. "
             f"Received data_format='{layer.data_format}'"
-        )
-    if op == CONV_OP and getattr(layer, "groups", 1) != 1:
-        raise ModelStructureError(
-            f"layer `{layer.name}`: grouped Conv2D is not supported. Received groups={layer.groups}"
         )
 
 

@@ -112,6 +112,11 @@ def parse_trained_kinds(spec: str | list[str] | tuple[str, ...]) -> tuple[str, .
     return tuple(names) if whole else parse_kinds(names)
 
 
+def site_is_patchable(site) -> bool:
+    """Whether some patch kind can write ``site`` in a delta; the base may hold the others as plain constants."""
+    return any(kind.delta_roles(site) for kind in _KINDS.values() if kind.makes_patch)
+
+
 def makes_patch(kinds) -> bool:
     """True when training ``kinds`` yields a patch (not a whole fine-tuned model)."""
     return all(get_kind(name).makes_patch for name in kinds)

@@ -76,7 +76,9 @@ def onnx_sites(model: OnnxModel, source: str) -> dict[str, SiteSlots]:
         if node.op_type == "MatMul":
             op = DENSE_OP
         else:
-            op = DEPTHWISE_OP if node.int_attrs.get("group", 1) > 1 else CONV_OP
+            # Depthwise: one input channel per group ([C*M, 1, H, W]); a grouped conv has more.
+            depthwise = node.int_attrs.get("group", 1) > 1 and len(kernel.shape) == 4 and kernel.shape[1] == 1
+            op = DEPTHWISE_OP if depthwise else CONV_OP
         require(site not in sites, f"{source}: site `{site}` appears on two nodes")
         sites[site] = SiteSlots(op, kernel, _slot(model, tensor_name(site, BIAS), source))
     require(bool(sites), f"{source}: no edgepatch sites found; was it written by `edgepatch convert`?")

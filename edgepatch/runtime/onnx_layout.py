@@ -7,9 +7,12 @@ a swap never pays for graph optimization again:
    become ``com.microsoft.nchwc`` convs with fused Clip, their filters
    reordered (and padded) to this CPU's block size.
 2. ORT optimizes a *probe* copy of the base whose site tensors hold their
-   own element numbers (kernels ``+1..``, biases ``-1..``, exact in
-   float32). Read back from the probe's optimized model, they say where
-   every site element landed: which initializer, which position, or padding.
+   own element numbers as float32 bit patterns: element ``n`` of all site
+   kernels (biases) is the positive (negative) normal float with bits
+   ``MIN_CODE_BITS + n``, so any model a protobuf can hold is numbered
+   (moving a float keeps its bits; no padding value 0 is a code). Read back
+   from the probe's optimized model, they say where every site element
+   landed: which initializer, which position, or padding.
    The two optimized graphs must be identical in structure, every other
    initializer identical in bytes, and the real optimized values must be
    exactly the base's values moved (no arithmetic), else the mapping is
@@ -25,8 +28,9 @@ again (``benchmarks/bench_runtime.py`` measures it). ``adapter`` mode
 (``onnx_adapter``) binds the written weights as inputs of one session.
 
 The layout is specific to the machine and ORT version, so it is derived at
-load time and never stored. Memory: the optimized model, and an int32
-position map per site tensor.
+load time and never stored. Mapping is linear in the site weights, with
+temporaries the size of one site tensor. Memory kept: the optimized model,
+and per site tensor its optimized values and an int32 position map.
 """
 
 from __future__ import annotations
@@ -44,7 +48,9 @@ from edgepatch.runtime.base_file import require
 from edgepatch.runtime.buffers import LendingPool, writable_bytes
 from edgepatch.runtime.refold import SiteSlots, SiteUpdate, Slot, site_updates, view_of
 
-MAX_PROBE_CODE = 2**24  # every integer up to here is exact in float32
+MIN_CODE_BITS = 0x00800000  # the smallest positive normal float32: codes are never 0 nor denormal
+MAX_CODES = 0x7F7FFFFF - MIN_CODE_BITS + 1  # codes per role, up to the largest finite float32
+_SIGN_BIT = np.uint32(0x80000000)
 
 
 @dataclass(frozen=True)
@@ -90,18 +96,15 @@ def ort_optimized(data: bytes, num_threads: int) -> bytes:
 
 def _probe_bytes(base: bytes, sites: dict[str, SiteSlots], source: str) -> bytes:
     probe = bytearray(base)
-    next_kernel = next_bias = 1
+    first = {"kernel": 0, "bias": 0}
     for slots in sites.values():
-        for slot, sign in ((slots.kernel, 1), (slots.bias, -1)):
-            first = next_kernel if sign > 0 else next_bias
-            require(first + slot.count <= MAX_PROBE_CODE,
-                    f"{source}: the optimized-layout mapping supports at most {MAX_PROBE_CODE} site weights of each role")
-            codes = np.arange(first, first + slot.count, dtype=np.float32) * sign
-            np.frombuffer(probe, np.float32, slot.count, slot.offset)[:] = codes
-            if sign > 0:
-                next_kernel += slot.count
-            else:
-                next_bias += slot.count
+        for role, slot, sign in (("kernel", slots.kernel, 0), ("bias", slots.bias, _SIGN_BIT)):
+            require(first[role] + slot.count <= MAX_CODES,
+                    f"{source}: the optimized-layout mapping supports at most {MAX_CODES} site weights of each role")
+            codes = np.arange(first[role], first[role] + slot.count, dtype=np.uint32)
+            codes += np.uint32(MIN_CODE_BITS)
+            np.frombuffer(probe, np.uint32, slot.count, slot.offset)[:] = codes | sign
+            first[role] += slot.count
     return bytes(probe)
 
 
@@ -110,12 +113,13 @@ def _array(data: bytes, model: OnnxModel, name: str) -> np.ndarray:
     return np.frombuffer(data, np.float32, init.data_size // 4, init.data_offset)
 
 
-def _code_ranges(sites: dict[str, SiteSlots]) -> dict[str, list[tuple[int, str]]]:
-    ranges: dict[str, list[tuple[int, str]]] = {"kernel": [], "bias": []}
-    first = {"kernel": 1, "bias": 1}
+def _code_ranges(sites: dict[str, SiteSlots]) -> dict[str, list[tuple[int, int, str]]]:
+    """Per role, (first element number, count, site) of each site tensor, as ``_probe_bytes`` numbers them."""
+    ranges: dict[str, list[tuple[int, int, str]]] = {"kernel": [], "bias": []}
+    first = {"kernel": 0, "bias": 0}
     for name, slots in sites.items():
         for role, slot in (("kernel", slots.kernel), ("bias", slots.bias)):
-            ranges[role].append((first[role], name))
+            ranges[role].append((first[role], slot.count, name))
             first[role] += slot.count
     return ranges
 
@@ -123,14 +127,14 @@ def _code_ranges(sites: dict[str, SiteSlots]) -> dict[str, list[tuple[int, str]]
 def _blocks(channel: np.ndarray, channels: int) -> tuple[int, int] | None:
     """(G, B) when element i's output channel is that of a [G, X, B] array's (g, x, b): g·B + b; else None."""
     size = channel.size
-    valid = channel >= 0
     for block in sorted({1, 4, 8, 16, 32, 64, channels}):
         groups = -(-channels // block)
         if size % (groups * block):
             continue
-        expected = (np.arange(groups)[:, None, None] * block + np.arange(block)[None, None, :])
-        expected = np.broadcast_to(expected, (groups, size // (groups * block), block)).reshape(-1)
-        if np.array_equal(channel[valid], expected[valid]):
+        found = channel.reshape(groups, -1, block)
+        expected = np.arange(groups * block, dtype=channel.dtype).reshape(groups, 1, block)
+        # A cheap look at the first column rules most block sizes out before the whole comparison.
+        if all(np.all((part == expected) | (part < 0)) for part in (found[:, :1], found)):
             return groups, block
     return None
 
@@ -159,7 +163,7 @@ def locate(real: bytes, probe: bytes, base: bytes, sites: dict[str, SiteSlots], 
         if init.dtype != np.float32 or init.data_offset is None or other is None:
             continue
         values, codes = _array(real, real_model, name), _array(probe, probe_model, name)
-        if values.size == codes.size and values.tobytes() == codes.tobytes():
+        if values.size == codes.size and np.array_equal(values.view(np.uint32), codes.view(np.uint32)):
             continue  # not a site tensor
         placement = _placement(init, values, codes, ranges, sites, base, source)
         seen.add((placement.site, placement.role))
@@ -169,29 +173,39 @@ def locate(real: bytes, probe: bytes, base: bytes, sites: dict[str, SiteSlots], 
     return placements
 
 
+def _site_index(name, codes, ranges, sites, source) -> tuple[str, str, np.ndarray]:
+    """(site, role, index): optimized element i holds the site tensor's element index[i], or padding (-1)."""
+    bits = codes.view(np.uint32)
+    coded = codes != 0  # padding is 0 (or -0)
+    first = bits[np.argmax(coded)] if coded.any() else np.uint32(0)
+    role = "kernel" if first < _SIGN_BIT else "bias"
+    number = int(first & ~_SIGN_BIT) - MIN_CODE_BITS  # < 0: a denormal, not a code
+    which = int(np.searchsorted([start for start, _, _ in ranges[role]], number, side="right")) - 1
+    start, count, site = ranges[role][max(which, 0)]
+    low = (int(first) & int(_SIGN_BIT)) + MIN_CODE_BITS + start  # the bits of the site's first element
+    nonzero = bits[coded]
+    # One site's codes are one run of bits: in range means the same site, role and no denormal.
+    require(nonzero.size > 0 and number >= 0 and int(nonzero.min()) >= low and int(nonzero.max()) < low + count,
+            f"{source}: ORT initializer '{name}' mixes site weights; cannot map it")
+    index = np.full(codes.size, -1, np.int32)
+    index[coded] = (nonzero - np.uint32(low)).view(np.int32)
+    return site, role, index
+
+
 def _placement(init, values, codes, ranges, sites, base, source) -> Placement:
     name = init.name
-    nonzero = codes[codes != 0]
-    role = "kernel" if nonzero.size and nonzero[0] > 0 else "bias"
-    magnitude = np.abs(nonzero).astype(np.int64)
-    starts = [start for start, _ in ranges[role]]
-    which = np.searchsorted(starts, magnitude, side="right") - 1
-    require(nonzero.size > 0 and np.all(which == which[0]) and np.all(np.sign(nonzero) == np.sign(nonzero[0]))
-            and np.array_equal(np.abs(nonzero), magnitude),
-            f"{source}: ORT initializer '{name}' mixes site weights; cannot map it")
-    site = ranges[role][which[0]][1]
+    site, role, index = _site_index(name, codes, ranges, sites, source)
     slots = sites[site]
     slot = slots.kernel if role == "kernel" else slots.bias
-    index = np.full(codes.size, -1, np.int32)
-    index[codes != 0] = magnitude - starts[which[0]]
     expected = np.frombuffer(base, np.float32, slot.count, slot.offset)
     moved = np.where(index >= 0, expected[np.maximum(index, 0)], np.float32(0))
-    covered = np.bincount(index[index >= 0], minlength=slot.count)
-    require(np.array_equal(moved, values) and covered.size == slot.count and np.all(covered == 1),
+    covered = np.zeros(slot.count, bool)
+    covered[index[index >= 0]] = True
+    require(np.array_equal(moved, values) and np.count_nonzero(index >= 0) == slot.count and np.all(covered),
             f"{source}: ORT changed the values of `{tensor_name(site, role)}` when optimizing; cannot write tasks into it")
     channel = _out_channel(index, slots, role)
     channels = slot.shape[0] if role == "bias" else slots.bias.shape[0]
-    identity = bool(index.size == slot.count and np.array_equal(index, np.arange(index.size)))
+    identity = bool(index.size == slot.count and np.array_equal(index, np.arange(index.size, dtype=np.int32)))
     blocks = _blocks(channel, channels) if role == "kernel" else None
     rows = None
     if blocks is not None:

@@ -17,6 +17,8 @@ import random
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
+
 from edgepatch.format.delta import Preprocessing
 from edgepatch.errors import DataError, MissingFileError, UsageError
 
@@ -97,22 +99,33 @@ def make_dataset(
     shuffle: bool,
     seed: int = 0,
 ):
-    """A batched tf.data pipeline: decode, bilinear resize, ``x*scale + offset``.
+    """A batched tf.data pipeline: ``runtime.images.decode_images``, then preprocessing (``Preprocessing.apply``).
 
-    Decoded images are cached in memory, so only the first epoch decodes.
+    The images are decoded once, up front, into one uint8 array (a quarter of a float
+    cache), with the very decoder and resize the device runtimes use, so training sees
+    their pixels; tf.data then shuffles, batches and preprocesses that array.
     """
     import tensorflow as tf
 
-    paths = [p for p, _ in items]
-    labels = [label for _, label in items]
+    from edgepatch.runtime.images import decode_images
 
-    def load(path, label):
-        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        image = tf.image.resize(tf.cast(image, tf.float32), (resolution, resolution), method="bilinear")
-        return image * preprocessing.scale + preprocessing.offset, label
-
-    dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
-    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE).cache()
+    # flowers5 (650 JPEGs) at 96 px, whole process incl. 2 epochs: 6.5 s, as with the old tf.data decode (6.6 s).
+    pixels = decode_images([p for p, _ in items], resolution)
+    labels = np.array([label for _, label in items], np.int32)
+    dataset = tf.data.Dataset.from_tensor_slices((pixels, labels))
     if shuffle:
-        dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        dataset = dataset.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+
+    def preprocess(images, y):
+        return _preprocess(tf.cast(images, tf.float32), preprocessing), y
+
+    dataset = dataset.batch(batch_size).map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _preprocess(image, preprocessing: Preprocessing):
+    """The tf mirror of ``Preprocessing.apply``: channel order, then per-channel ``x*scale + offset``."""
+    import tensorflow as tf
+
+    ordered = tf.gather(image, list(preprocessing.pixel_order), axis=-1)
+    return ordered * tf.constant(preprocessing.scale, tf.float32) + tf.constant(preprocessing.offset, tf.float32)

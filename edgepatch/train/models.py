@@ -14,9 +14,11 @@ from dataclasses import dataclass
 
 from edgepatch.format.delta import Preprocessing
 from edgepatch.errors import MissingFileError, UsageError
+from edgepatch.train.preprocessing import PREPROCESSING_MODES
 
 HEAD_NAME = "logits"
 MOBILENET_V2_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+MOBILENET_V3_ALPHAS = (0.75, 1.0)
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,13 @@ class BackboneSpec:
     alphas: tuple[float, ...]
     preprocessing: Preprocessing
     build: Callable  # (alpha, resolution, weights) -> keras.Model with pooled features
+    preprocessing_mode: str = "tf"  # the key of PREPROCESSING_MODES that ``preprocessing`` is
+    min_resolution: int = 32  # smallest input Keras builds it at
+
+
+def _check_min_resolution(name: str, resolution: int, minimum: int) -> None:
+    if resolution < minimum:
+        raise UsageError(f"{name} needs --resolution >= {minimum}. Received resolution={resolution}")
 
 
 def _build_mobilenet_v2(alpha: float, resolution: int, weights):
@@ -41,13 +50,45 @@ def _build_mobilenet_v2(alpha: float, resolution: int, weights):
     )
 
 
+def _mobilenet_v3_builder(size: str):
+    def build(alpha: float, resolution: int, weights):
+        import keras
+
+        _check_min_resolution(f"mobilenet_v3_{size.lower()}", resolution, 32)
+        application = getattr(keras.applications, f"MobileNetV3{size}")
+        return application(input_shape=(resolution, resolution, 3), alpha=alpha, include_top=False,
+                           weights=weights, pooling="avg", include_preprocessing=True)
+
+    return build
+
+
+def _fixed_width_builder(name: str, application: str, minimum: int):
+    """A family without a width multiplier (alpha 1.0 only)."""
+    def build(alpha: float, resolution: int, weights):
+        import keras
+
+        _check_min_resolution(name, resolution, minimum)
+        return getattr(keras.applications, application)(input_shape=(resolution, resolution, 3),
+                                                        include_top=False, weights=weights, pooling="avg")
+
+    return build
+
+
+def _spec(name: str, alphas: tuple, mode: str, build: Callable, min_resolution: int = 32) -> BackboneSpec:
+    return BackboneSpec(name=name, alphas=alphas, preprocessing=PREPROCESSING_MODES[mode], build=build,
+                        preprocessing_mode=mode, min_resolution=min_resolution)
+
+
+# MobileNetV3 and EfficientNet rescale inside (raw pixels in); ResNet50 wants caffe (BGR minus means).
 BACKBONES = {
-    "mobilenet_v2": BackboneSpec(
-        name="mobilenet_v2",
-        alphas=MOBILENET_V2_ALPHAS,
-        preprocessing=Preprocessing(scale=1 / 127.5, offset=-1.0),
-        build=_build_mobilenet_v2,
-    ),
+    "mobilenet_v2": _spec("mobilenet_v2", MOBILENET_V2_ALPHAS, "tf", _build_mobilenet_v2),
+    "mobilenet_v3_small": _spec("mobilenet_v3_small", MOBILENET_V3_ALPHAS, "raw", _mobilenet_v3_builder("Small")),
+    "mobilenet_v3_large": _spec("mobilenet_v3_large", MOBILENET_V3_ALPHAS, "raw", _mobilenet_v3_builder("Large")),
+    "efficientnet_b0": _spec("efficientnet_b0", (1.0,), "raw",
+                             _fixed_width_builder("efficientnet_b0", "EfficientNetB0", 32)),
+    "resnet50": _spec("resnet50", (1.0,), "caffe", _fixed_width_builder("resnet50", "ResNet50", 32)),
+    "inception_v3": _spec("inception_v3", (1.0,), "tf",
+                          _fixed_width_builder("inception_v3", "InceptionV3", 75), min_resolution=75),
 }
 
 

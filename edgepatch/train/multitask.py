@@ -14,6 +14,7 @@ steps per decay is the same for every task and no task dominates.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import dataclass
 
@@ -163,19 +164,28 @@ def _task_models(base, runs: list[TaskRun], config: MultiTaskConfig, strategy, s
 
 def _run_epochs(runs, iterators, train_steps, steps_per_round: int, config: MultiTaskConfig,
                 checkpoint: EpochCheckpoint | None, verbose: int) -> None:
-    """Interleave one step per task, ``steps_per_round`` rounds an epoch, from the last saved epoch on."""
+    """Interleave one step per task, ``steps_per_round`` rounds an epoch, from the last saved epoch on.
+
+    With ``verbose``, a per-step bar on stderr (Keras' own, as ``fit`` draws in transfer training)
+    shows each task's running loss and accuracy.
+    """
+    import keras
+
     for epoch in range(checkpoint.restore() if checkpoint else 0, config.epochs):
         totals = np.zeros((len(runs), 3))  # loss, correct, examples
-        for _ in range(steps_per_round):
-            for i, (iterator, step) in enumerate(zip(iterators, train_steps)):
-                images, labels = next(iterator)
-                totals[i] += [float(value) for value in step(images, labels)]
+        if verbose:
+            print(f"epoch {epoch + 1}/{config.epochs}", file=sys.stderr)
+        with contextlib.redirect_stdout(sys.stderr):  # Progbar writes to stdout; stdout is for results
+            bar = keras.utils.Progbar(steps_per_round, verbose=1 if verbose else 0,
+                                      stateful_metrics=[f"{r.info.name}_{m}" for r in runs for m in ("loss", "acc")])
+            for done in range(1, steps_per_round + 1):
+                for i, (iterator, step) in enumerate(zip(iterators, train_steps)):
+                    images, labels = next(iterator)
+                    totals[i] += [float(value) for value in step(images, labels)]
+                bar.update(done, [(f"{r.info.name}_{m}", value) for r, t in zip(runs, totals)
+                                  for m, value in (("loss", t[0] / done), ("acc", t[1] / max(t[2], 1)))])
         if checkpoint is not None:
             checkpoint.save(epoch + 1)
-        if verbose:
-            summary = ", ".join(f"{r.info.name} loss {t[0] / steps_per_round:.3f} accuracy {t[1] / t[2]:.3f}"
-                                for r, t in zip(runs, totals))
-            print(f"epoch {epoch + 1}/{config.epochs}: {summary}", file=sys.stderr)
 
 
 def _finish(runs, models, datasets, config: MultiTaskConfig, pipeline: PipelineBuilder) -> None:
@@ -204,7 +214,7 @@ def train_multitask(base, runs: list[TaskRun], config: MultiTaskConfig, strategy
         runs: one TaskRun per task (info + split); task 0 keeps the base's layers.
         config: private kinds, epochs and the per-task learning-rate schedule.
         strategy: a tf.distribute strategy (``edgepatch.train.strategy``); None: default.
-        verbose: 0 silent, 1 one line per epoch on stderr.
+        verbose: 0 silent, 1 a per-step progress bar on stderr.
         pipeline: builds the tf.data pipelines from each split's items (default: decode the image files).
     """
     import tensorflow as tf

@@ -110,7 +110,7 @@ def read_patch(path: str) -> TaskPatch:
     stored = read_tensor_file(path, "patch")
     meta = stored.meta
     try:
-        task = task_from_json(meta["task"], path)
+        task = task_from_json(meta["task"], path, stored.version)
         kinds = parse_kinds(meta["kinds"])
         trained = tuple(meta["trained"])
         shared = str(meta["shared_sha256"])

@@ -19,16 +19,14 @@ from edgepatch.kinds import (
     BN_STATS_MODES,
     DEFAULT_BN_STATS,
     default_learning_rate,
-    get_kind,
     makes_patch,
-    owned_layer_ids,
     statistics_after_training,
-    statistics_during_training,
-    with_head,
 )
 from edgepatch.train.checkpoint import EpochCheckpoint
 from edgepatch.train.data import ImageFolderSplit, PipelineBuilder, make_dataset
-from edgepatch.train.patchfile import TaskPatch, extract_patch
+from edgepatch.train.head_cache import caches_features, fit_head_on_features
+from edgepatch.train.native import freeze_outside, prepare_for_training, task_patch  # noqa: F401 (re-export)
+from edgepatch.train.patchfile import TaskPatch
 
 
 @dataclass(frozen=True)
@@ -44,6 +42,7 @@ class TrainConfig:
     reestimate_batches: int = 100
     seed: int = 0
     backup_dir: str | None = None  # per-epoch checkpoint; a killed run restarted with it resumes
+    cache_features: bool = True  # head-only kinds: train on backbone features computed once (``head_cache``)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -72,14 +71,6 @@ class TrainResult:
     trained_parameters: int
 
 
-def freeze_outside(model, trained: tuple[str, ...]) -> int:
-    """Make only the layers of the ``trained`` kinds trainable; return the trained parameter count."""
-    trainable_layers = owned_layer_ids(model, trained)
-    for layer in model.layers:
-        layer.trainable = id(layer) in trainable_layers
-    return sum(get_kind(name).parameter_count(model) for name in trained)
-
-
 def accuracy(model, dataset) -> float:
     correct = total = 0
     for images, labels in dataset:
@@ -102,8 +93,7 @@ def _fit(model, train_data, config: TrainConfig, verbose: int) -> None:
     backup = EpochCheckpoint(config.backup_dir, weights=list(model.weights)) if config.backup_dir else None
     initial_epoch = backup.restore() if backup else 0
     callbacks = [backup.keras_callback()] if backup else []
-    statistics = statistics_during_training(model, config.trained, config.bn_stats, config.bn_momentum)
-    with statistics, contextlib.redirect_stdout(sys.stderr):
+    with contextlib.redirect_stdout(sys.stderr):  # the BN mode was set by prepare_for_training
         model.fit(train_data, epochs=config.epochs, initial_epoch=initial_epoch, verbose=1 if verbose else 0,
                   callbacks=callbacks)
     if backup:
@@ -123,10 +113,16 @@ def train(model, split: ImageFolderSplit, task: TaskInfo, config: TrainConfig, v
         verbose: 0 silent, 1 a progress bar on stderr.
         pipeline: builds the tf.data pipelines from ``split``'s items (default: decode the image files).
     """
-    parameters = freeze_outside(model, config.trained)
-    train_data = pipeline(split.train, task.resolution, task.preprocessing, config.batch_size, True, config.seed)
+    parameters = prepare_for_training(model, config.trained, config.bn_stats, config.bn_momentum)
+    cached = config.cache_features and caches_features(model, config.trained)  # the backbone runs once
+    train_data = pipeline(split.train, task.resolution, task.preprocessing, config.batch_size, not cached,
+                          config.seed)
     test_data = pipeline(split.test, task.resolution, task.preprocessing, config.batch_size, False)
-    _fit(model, train_data, config, verbose)
+    if cached:
+        fit_head_on_features(model, train_data, learning_rate=config.lr, epochs=config.epochs,
+                             batch_size=config.batch_size, seed=config.seed, verbose=verbose)
+    else:
+        _fit(model, train_data, config, verbose)
     train_accuracy = accuracy(model, pipeline(split.train, task.resolution, task.preprocessing, 64, False))
     test_accuracy = accuracy(model, test_data)
     patch = None
@@ -142,5 +138,5 @@ def train(model, split: ImageFolderSplit, task: TaskInfo, config: TrainConfig, v
             "trained_parameters": parameters,
             **config.extra,
         }
-        patch = extract_patch(model, task, with_head(config.trained), config.trained, record)
+        patch = task_patch(model, task, config.trained, record)
     return TrainResult(model, train_accuracy, test_accuracy, patch, parameters)

@@ -25,6 +25,7 @@ import pytest
 from conftest import REPO
 from helpers.models import make_patch, small_cnn
 
+from edgepatch.format.container import FORMAT_VERSION
 from edgepatch.format.delta import encode_delta, read_delta
 from edgepatch.errors import EdgepatchError
 from edgepatch.format.int8_delta import read_int8_delta
@@ -165,7 +166,7 @@ def _split(data: bytes) -> tuple[bytes, bytes]:
 
 def _rebuilt(header: bytes, payload: bytes) -> bytes:
     header += b" " * (-len(header) % 16)
-    body = b"EDGEPTCH" + struct.pack("<II", 1, len(header)) + header + payload
+    body = b"EDGEPTCH" + struct.pack("<II", FORMAT_VERSION, len(header)) + header + payload
     return body + hashlib.sha256(body).digest()
 
 

@@ -21,6 +21,7 @@ TRAIN = ["train", "--out", "{tmp}/o"]
 CONVERT = ["convert", "--model", M, "--out", "{tmp}/o"]
 RUN = ["run", "--base", M, "--delta", M]
 BENCH = ["bench", "--base", M]
+EVAL = ["eval", "--base", M, "--delta", M, "--data", D]
 FIT = ["cascade", "fit", "--base", M, "--delta", M, "--data", M, "--out", "{tmp}/c.json"]
 
 BAD_INVOCATIONS = [
@@ -29,6 +30,10 @@ BAD_INVOCATIONS = [
     ["train"], TRAIN + ["--bogus"], TRAIN + ["--mode", "nope"], TRAIN + ["--alpha", "x"], TRAIN + ["--resolution", "x"],
     TRAIN + ["--epochs", "x"], TRAIN + ["--lr", "x"], TRAIN + ["--batch-size", "1.5"], TRAIN + ["--bn-momentum", "x"],
     TRAIN + ["--holdout", "x"], TRAIN + ["--seed", "x"], TRAIN + ["--out"], ["train", "--data", M],
+    # check
+    ["check"], ["check", M], ["check", "{tmp}/notes.txt"], ["check", D], ["check", J], ["check", M, "--bogus"],
+    ["check", M, "extra"], ["check", M, "--preprocessing", "nope"], ["check", "{tmp}/notes.txt", "--patch", "bogus"],
+    ["check", "{tmp}/notes.txt", "--base", "nope"], ["check", "--json", M],
     # convert
     ["convert"], ["convert", "--model", M], ["convert", "--out", "{tmp}/o"], CONVERT + ["--bogus"],
     CONVERT + ["--head-width", "x"], CONVERT + ["--quantize", "int4"], CONVERT + ["--int8-delta", "nope"],
@@ -41,6 +46,14 @@ BAD_INVOCATIONS = [
     RUN + ["x.png", "--threads", "65"], RUN + ["x.png", "--threads", "x"], RUN + ["x.png", "--top-k", "0"],
     RUN + ["x.png", "--top-k", "x"], RUN + ["x.png", "--bogus"], RUN + ["x.png"], ["run", "--base", J, "--delta", J, "x.png"],
     ["run", "--base", E, "--delta", J, "x.png"], ["run", "--base", D, "--delta", D, "x.png"],
+    # eval
+    ["eval"], ["eval", "--base", M], ["eval", "--base", M, "--delta", M], EVAL,
+    ["eval", "--base", J, "--delta", J, "--data", M], ["eval", "--base", J, "--delta", J, "--data", "{tmp}/notes.txt"],
+    ["eval", "--base", M, "--base", M, "--delta", M, "--data", D], ["eval", "--base", J, "--delta", J, "--data", D],
+    ["eval", "--base", E, "--delta", E, "--data", D], ["eval", "--base", D, "--delta", D, "--data", D],
+    ["eval", "--base", J, "--delta", "/dev/zero", "--data", D], EVAL + ["--batch", "0"], EVAL + ["--batch", "x"],
+    EVAL + ["--batch", "5000"], EVAL + ["--model", M], EVAL + ["--patch", M], EVAL + ["--confusion", "{tmp}/no/cm.png"],
+    EVAL + ["--bogus"], EVAL + ["extra"], EVAL + ["--data"], ["eval", "--json", "--base", M, "--delta", M, "--data", D],
     # bench
     ["bench"], BENCH + ["--runs", "0"], BENCH + ["--runs", "1e9"], BENCH + ["--runs", "x"], BENCH + ["--warmup", "-1"],
     BENCH + ["--warmup", "x"], BENCH + ["--onnx-swap", "nope"], BENCH + ["--bogus"], BENCH + ["extra"], ["bench", "--base"],

@@ -80,9 +80,9 @@ def sample_delta() -> Delta:
 
 
 TINY = encode_delta(tiny_delta())
-TINY_HEADER_LEN = 560  # pinned by the golden test through the first 16 bytes
+TINY_HEADER_LEN = 624  # pinned by the golden test through the first 16 bytes
 TINY_SIZE = 16 + TINY_HEADER_LEN + 16 + 32
-GOLDEN_SHA256 = "78623ab7705e7bceeb6cbc627294bc7555d928fb82790aec5c05780cd68ca33f"
+GOLDEN_SHA256 = "044af5c0d8ba913c51066bd69d030e47c44aba8b0e995073cab117b212712f95"
 
 
 # ------------------------------------------------------ a writer from the spec
@@ -263,15 +263,15 @@ def test_mobilenet_v2_delta_is_small():
 TINY_HEADER = (
     b'{"file_kind":"delta","meta":{"base_sha256":{"onnx":"' + b"c0" * 32 + b'","tflite":"' + b"1f" * 32
     + b'"},"kinds":["scale_bias"],"sites":[["logits","dense",2,"scale+bias"]],"task":{"classes":'
-    b'["daisy","rose"],"name":"flowers","preprocessing":{"offset":-1.0,"scale":0.0078125},'
-    b'"resolution":96}},"payload_bytes":16,"tensors":[{"dtype":"float32","name":"scale","nbytes":8,'
+    b'["daisy","rose"],"name":"flowers","preprocessing":{"channels":"rgb","offset":[-1.0,-1.0,-1.0],'
+    b'"resize":"bilinear","scale":[0.0078125,0.0078125,0.0078125]},"resolution":96}},"payload_bytes":16,"tensors":[{"dtype":"float32","name":"scale","nbytes":8,'
     b'"offset":0,"shape":[2]},{"dtype":"float32","name":"bias","nbytes":8,"offset":8,"shape":[2]}]}'
 )
 
 
 def test_golden_bytes():
     data = encode_delta(tiny_delta())
-    assert data[:16] == b"EDGEPTCH" + b"\x01\x00\x00\x00" + b"\x30\x02\x00\x00"
+    assert data[:16] == b"EDGEPTCH" + b"\x02\x00\x00\x00" + b"\x70\x02\x00\x00"
     assert len(data) == TINY_SIZE
     assert hashlib.sha256(data).hexdigest() == GOLDEN_SHA256
     header = data[16:16 + TINY_HEADER_LEN]
@@ -325,10 +325,13 @@ def _nan_in_tiny_bias():
     return patched(TINY, 16 + TINY_HEADER_LEN + 12, np.array([np.nan], "<f4").tobytes(), fix_trailer=True)
 
 
+UNIFORM_JSON = {"channels": "rgb", "offset": [0.0, 0.0, 0.0], "scale": [1.0, 1.0, 1.0]}
+
+
 def delta_meta(sites=None, **changes):
     """Delta meta in its JSON form, for files made with the generic encoder."""
     meta = {"task": {"name": "t", "classes": ["a"], "resolution": 96,
-                     "preprocessing": {"scale": 1.0, "offset": 0.0}},
+                     "preprocessing": UNIFORM_JSON},
             "kinds": ["scale_bias"], "base_sha256": {"tflite": SHA_TFLITE},
             "sites": [["logits", "dense", 2, "bias"]] if sites is None else sites}
     meta.update(changes)
@@ -350,13 +353,13 @@ FORMAT_CASES = [
     ("truncated-63", lambda: TINY[:63], "delta", TruncatedFileError,
      f"{P}: file is 63 bytes, shorter than the smallest valid file (64 bytes)"),
     ("truncated-in-header", lambda: TINY[:200], "delta", TruncatedFileError,
-     f"{P}: file is 200 bytes, too short for header_len 560 (needs at least 608)"),
-    ("truncated-in-payload", lambda: TINY[:610], "delta", TruncatedFileError,
-     f"{P}: truncated: file is 610 bytes, expected 624 = 16 + header_len 560 + payload_bytes 16 + 32"),
+     f"{P}: file is 200 bytes, too short for header_len 624 (needs at least 672)"),
+    ("truncated-in-payload", lambda: TINY[:676], "delta", TruncatedFileError,
+     f"{P}: truncated: file is 676 bytes, expected 688 = 16 + header_len 624 + payload_bytes 16 + 32"),
     ("truncated-last-byte", lambda: TINY[:-1], "delta", TruncatedFileError,
-     f"{P}: truncated: file is 623 bytes, expected 624 = 16 + header_len 560 + payload_bytes 16 + 32"),
+     f"{P}: truncated: file is 687 bytes, expected 688 = 16 + header_len 624 + payload_bytes 16 + 32"),
     ("extra-trailing-bytes", lambda: TINY + b"\0" * 5, "delta", DeltaFormatError,
-     f"{P}: 5 unexpected trailing bytes: file is 629 bytes, expected 624 = 16 + header_len 560 "
+     f"{P}: 5 unexpected trailing bytes: file is 693 bytes, expected 688 = 16 + header_len 624 "
      f"+ payload_bytes 16 + 32"),
     ("flipped-payload-byte", lambda: patched(TINY, 16 + TINY_HEADER_LEN + 3, b"\x40"), "delta",
      ChecksumMismatchError, checksum_message),
@@ -369,20 +372,22 @@ FORMAT_CASES = [
     ("flipped-payload-bytes-digit",
      lambda: patched(TINY, header_offset(TINY, b'"payload_bytes":16') + 16, b"2"), "delta",
      TruncatedFileError,
-     f"{P}: truncated: file is 624 bytes, expected 634 = 16 + header_len 560 + payload_bytes 26 + 32"),
+     f"{P}: truncated: file is 688 bytes, expected 698 = 16 + header_len 624 + payload_bytes 26 + 32"),
     ("wrong-magic", lambda: patched(TINY, 0, b"X"), "delta", DeltaFormatError,
      f"{P}: bad magic: expected b'EDGEPTCH', got b'XDGEPTCH'"),
-    ("wrong-version", lambda: patched(TINY, 8, b"\x02"), "delta", DeltaFormatError,
-     f"{P}: unsupported format version: expected 1, got 2"),
+    ("wrong-version", lambda: patched(TINY, 8, b"\x03"), "delta", DeltaFormatError,
+     f"{P}: unsupported format version: expected 1 or 2, got 3"),
+    ("version-zero", lambda: patched(TINY, 8, b"\x00"), "delta", DeltaFormatError,
+     f"{P}: unsupported format version: expected 1 or 2, got 0"),
     ("header-len-huge", lambda: patched(TINY, 12, b"\xff\xff\xff\xff"), "delta", HeaderError,
      f"{P}: header_len 4294967295 is outside 16..1048576"),
     ("header-len-zero", lambda: patched(TINY, 12, b"\0\0\0\0"), "delta", HeaderError,
      f"{P}: header_len 0 is outside 16..1048576"),
-    ("header-len-unaligned", lambda: patched(TINY, 12, struct.pack("<I", 561)), "delta", HeaderError,
-     f"{P}: header_len 561 is not a multiple of 16"),
+    ("header-len-unaligned", lambda: patched(TINY, 12, struct.pack("<I", 609)), "delta", HeaderError,
+     f"{P}: header_len 609 is not a multiple of 16"),
     ("header-len-past-file", lambda: patched(TINY, 12, struct.pack("<I", 1 << 20)), "delta",
      TruncatedFileError,
-     f"{P}: file is 624 bytes, too short for header_len 1048576 (needs at least 1048624)"),
+     f"{P}: file is 688 bytes, too short for header_len 1048576 (needs at least 1048624)"),
     ("payload-bytes-too-big", lambda: assemble(patch_header(payload_bytes=24)), "patch", TruncatedFileError,
      f"{P}: truncated: file is 320 bytes, expected 328 = 16 + header_len 256 + payload_bytes 24 + 32"),
     ("payload-bytes-too-small", lambda: assemble(patch_header(payload_bytes=8)), "patch", DeltaFormatError,
@@ -511,18 +516,19 @@ META_CASES = [
     ("empty-base", lambda: _delta_container(F32x2, base_sha256={}),
      HeaderError, f"{P}: meta.base_sha256 must be a non-empty JSON object, got {{}}"),
     ("duplicate-classes", lambda: _delta_container(F32x2, task={
-        "name": "t", "classes": ["a", "a"], "resolution": 96, "preprocessing": {"scale": 1, "offset": 0}}),
+        "name": "t", "classes": ["a", "a"], "resolution": 96, "preprocessing": UNIFORM_JSON}),
      HeaderError,
      f"{P}: meta.task.classes must be a non-empty array of unique non-empty strings, got ['a', 'a']"),
     ("resolution-too-small", lambda: _delta_container(F32x2, task={
-        "name": "t", "classes": ["a"], "resolution": 4, "preprocessing": {"scale": 1, "offset": 0}}),
+        "name": "t", "classes": ["a"], "resolution": 4, "preprocessing": UNIFORM_JSON}),
      HeaderError, f"{P}: meta.task.resolution must be an integer in 8..4096, got 4"),
     ("empty-task-name", lambda: _delta_container(F32x2, task={
-        "name": "", "classes": ["a"], "resolution": 96, "preprocessing": {"scale": 1, "offset": 0}}),
+        "name": "", "classes": ["a"], "resolution": 96, "preprocessing": UNIFORM_JSON}),
      HeaderError, f"{P}: meta.task.name must be a non-empty string, got ''"),
     ("boolean-scale", lambda: _delta_container(F32x2, task={
-        "name": "t", "classes": ["a"], "resolution": 96, "preprocessing": {"scale": True, "offset": 0}}),
-     HeaderError, f"{P}: meta.task.preprocessing.scale must be a finite number, got True"),
+        "name": "t", "classes": ["a"], "resolution": 96, "preprocessing": {**UNIFORM_JSON,
+                                                                                "scale": [1, True, 1]}}),
+     HeaderError, f"{P}: meta.task.preprocessing.scale[1] must be a finite number, got True"),
     ("meta-unknown-key", lambda: _delta_container(F32x2, notes="hi"),
      HeaderError, f"{P}: meta has unknown key 'notes'"),
     # the stored tensors against meta.sites
@@ -744,7 +750,8 @@ def test_task_json_round_trip_and_validation():
     task = tiny_delta().task
     as_json = task_to_json(task)
     assert as_json == {"name": "flowers", "classes": ["daisy", "rose"], "resolution": 96,
-                       "preprocessing": {"scale": 0.0078125, "offset": -1.0}}
+                       "preprocessing": {"channels": "rgb", "offset": [-1.0, -1.0, -1.0], "resize": "bilinear",
+                                         "scale": [0.0078125, 0.0078125, 0.0078125]}}
     assert task_from_json(as_json) == task
     with pytest.raises(HeaderError) as caught:
         task_to_json(TaskInfo("t", ("a",), 5000, task.preprocessing), "x.patch")

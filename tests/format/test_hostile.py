@@ -16,7 +16,7 @@ from edgepatch.format.delta import read_delta
 from tests.helpers.mutations import join, split
 
 META = {"task": {"name": "t", "classes": ["a"], "resolution": 96,
-                 "preprocessing": {"scale": 1.0, "offset": 0.0}},
+                 "preprocessing": {"channels": "rgb", "offset": [0.0, 0.0, 0.0], "scale": [1.0, 1.0, 1.0]}},
         "kinds": ["scale_bias"], "base_sha256": {"tflite": "ab" * 32},
         "sites": [["logits", "dense", 2, "bias"]]}
 VALID = encode_tensor_file("delta", {"bias": np.ones(2, np.float32)}, META)

@@ -12,11 +12,27 @@ def set_real_bn_statistics(model, seed: int = 0) -> None:
     import keras
 
     rng = np.random.default_rng(seed)
-    for layer in model.layers:
+    for layer in model._flatten_layers(include_self=False):  # inside nested sub-models too
         if isinstance(layer, keras.layers.BatchNormalization):
-            c = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c),
-                               rng.normal(0, 0.2, c), rng.uniform(0.3, 2.0, c)])
+            c = layer.moving_mean.shape[0]
+            gamma, beta = rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c)
+            statistics = [rng.normal(0, 0.2, c), rng.uniform(0.3, 2.0, c)]
+            layer.set_weights([gamma] * layer.scale + [beta] * layer.center + statistics)
+
+
+def set_batch_statistics(model, images: np.ndarray, seed: int = 0) -> None:
+    """Random γ/β, and BN moving statistics measured on ``images`` (so the logits depend on the image)."""
+    import keras
+
+    set_real_bn_statistics(model, seed)
+    norms = [layer for layer in model._flatten_layers(include_self=False)
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.momentum = 0.0  # one training-mode pass sets each moving statistic to its batch statistic
+    model(images, training=True)
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
 
 
 def small_cnn(num_classes: int = 4, seed: int = 0):

@@ -12,6 +12,7 @@ from edgepatch.format.container import write_tensor_file
 from edgepatch.runtime import read_task_delta
 
 TASK = TaskInfo("kappa", ("a", "b", "c"), 32, Preprocessing(1 / 127.5, -1.0))
+UNIFORM_TF = {"channels": "rgb", "scale": [1 / 127.5] * 3, "offset": [-1.0] * 3}  # as inspect shows it
 INT8_BASE_SHA = "ab" * 32
 
 
@@ -70,6 +71,7 @@ def test_inspect_describes_an_int8_delta(tmp_path, reads):
     info = describe_file(str(path))
     assert info == {
         "kind": "int8_delta", "path": str(path), "task": "kappa", "classes": ["a", "b", "c"], "resolution": 32,
+        "preprocessing": UNIFORM_TF,
         "kinds": ["int8"], "dtype": ["float32", "int32", "uint8"], "quant_tensors": 2, "data_tensors": 1,
         "edited_tensors": 1, "refolds": 1, "bytes": size, "base_sha256": {"tflite_int8": INT8_BASE_SHA},
         "base": str(tmp_path / "base_int8.tflite"), "base_bytes": 4 * size, "percent_of_base": 25.0,
@@ -83,7 +85,21 @@ def test_inspect_describes_a_float_delta_from_one_read(tmp_path, reads):
     info = describe_file(str(path))
     assert info == {
         "kind": "delta", "path": str(path), "task": "kappa", "classes": ["a", "b", "c"], "resolution": 32,
+        "preprocessing": UNIFORM_TF,
         "kinds": ["scale_bias"], "dtype": ["float16"], "sites": 1, "tensors": 2, "parameters": 6,
         "parameters_by_role": {"scale": 3, "bias": 3}, "bytes": size, "base_sha256": {"tflite": "cd" * 32},
     }
     assert reads == [str(path)]
+
+
+def test_inspect_shows_per_channel_preprocessing_in_one_human_line(tmp_path):
+    import dataclasses
+
+    from edgepatch.apps.inspect import render
+
+    caffe = TaskInfo("kappa", ("a", "b", "c"), 32, Preprocessing(1.0, (-103.939, -116.779, -123.68), "bgr"))
+    path = tmp_path / "kappa.delta"
+    write_delta(str(path), dataclasses.replace(float_delta(), task=caffe))
+    info = describe_file(str(path))
+    assert info["preprocessing"] == {"channels": "bgr", "scale": [1.0] * 3, "offset": [-103.939, -116.779, -123.68]}
+    assert "  preprocessing: bgr, input = pixel * [1, 1, 1] + [-103.939, -116.779, -123.68]" in render(info).split("\n")

@@ -32,6 +32,7 @@ class Import:
     target: str  # a dotted module name
     line: int
     dynamic: bool = False  # named in a string constant, not in an import statement
+    deferred: bool = False  # inside a function: runs only when that function is called
 
 
 @dataclass
@@ -112,16 +113,21 @@ def resolve_imports(modules: dict[str, Module], known: dict[str, Module] | None 
     """Fill each module's project and external imports (``known``: the modules to resolve against)."""
     known = modules if known is None else known
     for module in modules.values():
+        in_functions = {id(inner) for node in ast.walk(module.tree)
+                        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+                        for inner in ast.walk(node) if inner is not node}
         for node in ast.walk(module.tree):
+            deferred = id(node) in in_functions
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 for target in _targets(module, node, known):
                     if _is_project(target) or getattr(node, "level", 0):
-                        module.project_imports.append(Import(_nearest_known(target, known), node.lineno))
+                        module.project_imports.append(Import(_nearest_known(target, known), node.lineno,
+                                                             deferred=deferred))
                     else:
-                        module.external_imports.append(Import(target, node.lineno))
+                        module.external_imports.append(Import(target, node.lineno, deferred=deferred))
             elif (isinstance(node, ast.Constant) and isinstance(node.value, str)
                   and _MODULE_STRING.fullmatch(node.value)):
-                module.external_imports.append(Import(node.value, node.lineno, dynamic=True))
+                module.external_imports.append(Import(node.value, node.lineno, dynamic=True, deferred=deferred))
 
 
 def import_graph(modules: dict[str, Module]) -> dict[str, dict[str, int]]:
@@ -203,17 +209,36 @@ def _ancestors(name: str) -> list[str]:
 def reach(modules: dict[str, Module], start: str) -> dict[str, tuple[str, int, bool] | None]:
     """Every project module that importing ``start`` can load, the parent packages of its imports
     included, each with (importing module, line, whether it is only a parent package of the module
-    that line imports) on a shortest path; ``start`` maps to None."""
+    that line imports) on a shortest path; ``start`` maps to None.
+
+    A package loaded only as the parent of another module runs its module-level code alone, so
+    only its module-level imports are followed (a facade's function-local imports are not).
+    """
     parents: dict[str, tuple[str, int, bool] | None] = {start: None}
+    whole: set[str] = {start}  # reached as an imported module, not only as a parent package
     queue = [start]
     while queue:
         name = queue.pop(0)
         for found in modules[name].project_imports:
+            if found.deferred and name not in whole:
+                continue
             for target in (*_ancestors(found.target), found.target):
-                if target in modules and target not in parents:
-                    parents[target] = (name, found.line, target != found.target)
-                    queue.append(target)
+                as_parent = target != found.target
+                if target not in modules or (target in parents and (as_parent or target in whole)):
+                    continue
+                if target not in parents or not as_parent:
+                    parents[target] = (name, found.line, as_parent)
+                if not as_parent:
+                    whole.add(target)
+                queue.append(target)
     return parents
+
+
+def loaded_imports(module: Module, parents: dict) -> list[Import]:
+    """``module``'s external imports that can run once ``reach`` found it: all of them, or only the
+    module-level ones when it was reached only as a parent package."""
+    only_parent = parents.get(module.name) is not None and parents[module.name][2]
+    return [found for found in module.external_imports if not (only_parent and found.deferred)]
 
 
 def chain(modules: dict[str, Module], parents: dict[str, tuple[str, int, bool] | None], end: str) -> str:

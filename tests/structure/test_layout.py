@@ -42,14 +42,17 @@ from layout_scan import (
     cycles,
     import_graph,
     module_from_source,
+    loaded_imports,
     parse_modules,
     reach,
     resolve_imports,
 )
 
 # (path prefix, layer, label): a module's layer is that of the first prefix its path starts with.
+# The package root is the facade users import (``edgepatch.patch_model``): it may reach any layer,
+# lazily, and no module may import from it.
 LAYERS = (
-    ("edgepatch/__init__.py", 0, "top"), ("edgepatch/errors.py", 0, "top"), ("edgepatch/atomic.py", 0, "top"),
+    ("edgepatch/__init__.py", 9, "facade"), ("edgepatch/errors.py", 0, "top"), ("edgepatch/atomic.py", 0, "top"),
     ("edgepatch/format/", 1, "format"), ("edgepatch/kinds/", 2, "kinds"), ("edgepatch/runtime/", 3, "runtime"),
     ("edgepatch/train/", 4, "train"), ("converters/", 5, "converters"), ("edgepatch/ship/", 6, "ship"),
     ("edgepatch/apps/", 7, "apps"), ("edgepatch/cli/", 8, "cli"),
@@ -241,7 +244,7 @@ def test_runtime_never_reaches_tensorflow():
     for name in sorted(n for n in PROJECT if n.startswith("edgepatch.runtime")):
         parents = reach(PROJECT, name)
         for reached in sorted(parents):
-            for found in PROJECT[reached].external_imports:
+            for found in loaded_imports(PROJECT[reached], parents):
                 if TENSORFLOW.fullmatch(found.target.split(".")[0]):
                     offenders.setdefault(
                         f"{PROJECT[reached].where(found.line)}: {found.target}"
@@ -297,6 +300,21 @@ def test_scan_finds_tensorflow_behind_imports_and_strings():
     assert [i.target for i in modules["edgepatch.format.b"].external_imports] == ["keras.layers"]
     assert [(i.target, i.dynamic) for i in modules["edgepatch.runtime.c"].external_imports] == [("tensorflow.lite",
                                                                                                   True)]
+
+
+def test_scan_follows_only_module_level_imports_of_a_package_loaded_as_a_parent():
+    modules = _scanned({
+        "edgepatch/__init__.py": "def api():\n    from edgepatch.train import t\n    import keras\n",
+        "edgepatch/train/__init__.py": "", "edgepatch/train/t.py": "import keras\n",
+        "edgepatch/runtime/__init__.py": "", "edgepatch/runtime/a.py": "from edgepatch.runtime import c\n",
+        "edgepatch/runtime/c.py": "", "edgepatch/runtime/b.py": "import edgepatch\n",
+    })
+    via_parent = reach(modules, "edgepatch.runtime.a")
+    assert "edgepatch.train.t" not in via_parent and via_parent["edgepatch"][2]
+    assert loaded_imports(modules["edgepatch"], via_parent) == []
+    imported = reach(modules, "edgepatch.runtime.b")  # `import edgepatch`: its functions may be called
+    assert "edgepatch.train.t" in imported and [i.target for i in loaded_imports(modules["edgepatch"], imported)] == [
+        "keras"]
 
 
 @pytest.mark.parametrize("source, branches", [

@@ -124,7 +124,8 @@ def test_killed_transfer_training_resumes(tmp_path, datasets, base_checkpoint):
 
     out = tmp_path / "run"
     epochs = 6  # enough that the kill lands before the last epoch even on a fast machine
-    command = [sys.executable, "-m", "edgepatch.cli.main", "train", "--weights", base_checkpoint, "--resolution", "32",
+    command = [sys.executable, "-m", "edgepatch.cli.main", "train", "--preprocessing", "tf",  # a checkpoint: no family
+               "--weights", base_checkpoint, "--resolution", "32",
                "--data", datasets["colors"], "--patch", "scale_bias,logits", "--epochs", str(epochs),
                "--batch-size", "4", "--out", str(out), "--json"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}

@@ -6,7 +6,8 @@ Run from the repository root with the project's venv (needs TensorFlow; about a 
 
 It converts a small CNN (``tests/conftest.py:small_cnn``) with two task patches into
 ``base.tflite`` + deltas, adds an fp16 delta, a hand-made delta covering every role set,
-and the same base in the external buffer layout. ``golden.json`` lists each (base, delta)
+the same base in the external buffer layout, and ``gamma_v1.delta``: gamma in a format
+version 1 file (scalar preprocessing), which both readers must still read. ``golden.json`` lists each (base, delta)
 pair with the file holding Python's ``TFLiteBase(base).patched_bytes(delta)``; the JUnit
 golden test requires the Java loader's bytes to equal it exactly.
 
@@ -22,6 +23,9 @@ or mismatched inputs (``bad/``), each with the error class and message the Pytho
 raises; the Java loader must throw the same class (``HeaderError`` -> ``HeaderException``)
 with the same message. A case with ``"kind": "int8_delta"`` is read as an int8 delta and
 applied to an int8 base.
+
+Last, ``resize/`` (``resize_golden.py``): one decoded JPEG and the Python runtime's
+``"bilinear"`` resize of it, which the Java ``ImageResampler`` must reproduce exactly.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
 CORPUS = os.path.join(REPO, "tests", "corpus")  # the bad inputs: names under bad/ live there
-sys.path[:0] = [REPO, os.path.join(REPO, "tests")]
+sys.path[:0] = [REPO, os.path.join(REPO, "tests"), HERE]
 
 from helpers.models import make_patch, small_cnn  # noqa: E402  (the project's test fixtures)
 from converters.convert import convert  # noqa: E402
@@ -52,7 +56,8 @@ from edgepatch.format.int8_delta import FILE_KIND as INT8_KIND  # noqa: E402
 from edgepatch.format.int8_delta import decode_int8_delta, scale_factors  # noqa: E402
 from edgepatch.runtime.tflite import TFLiteBase  # noqa: E402
 from edgepatch.runtime.tflite_int8 import TFLiteInt8Base  # noqa: E402
-from edgepatch.format.container import decode_tensor_file, encode_tensor_file  # noqa: E402
+from edgepatch.format.container import FORMAT_VERSION, decode_tensor_file, encode_tensor_file  # noqa: E402
+from resize_golden import write_resize_golden  # noqa: E402  (beside this script)
 
 
 def home(name: str) -> str:
@@ -78,13 +83,13 @@ def split(data: bytes) -> tuple[dict, bytes]:
     return json.loads(data[16:16 + header_len]), data[16 + header_len:-32]
 
 
-def rebuild(header, payload: bytes, header_text: str | bytes | None = None) -> bytes:
-    """A file with this header (or raw header text) and payload, and a valid trailer."""
+def rebuild(header, payload: bytes, header_text: str | bytes | None = None, version: int = FORMAT_VERSION) -> bytes:
+    """A file of ``version`` with this header (or raw header text) and payload, and a valid trailer."""
     if header_text is None:
         header_text = json.dumps(header, sort_keys=True, separators=(",", ":"))
     text = header_text if isinstance(header_text, bytes) else header_text.encode("utf-8")
     text += b" " * (-len(text) % 16)
-    body = b"EDGEPTCH" + struct.pack("<II", 1, len(text)) + text + payload
+    body = b"EDGEPTCH" + struct.pack("<II", version, len(text)) + text + payload
     return body + hashlib.sha256(body).digest()
 
 
@@ -131,6 +136,7 @@ def golden_cases(ship: str) -> list[dict]:
         "gamma_fp16.delta": encode_delta(gamma, "float16"),
         "delta_dw.delta": read_ship(ship, "delta_dw.delta"),
         "mixed.delta": encode_delta(mixed_delta(gamma, base)),
+        "gamma_v1.delta": version_1_file(read_ship(ship, "gamma.delta")),
     }
     external = to_external_buffer_layout(read("base.tflite"))
     write("base_external.tflite", external)
@@ -147,6 +153,26 @@ def golden_cases(ship: str) -> list[dict]:
         cases.append({"base": base_name, "delta": name, "expected": expected,
                       "sha256": hashlib.sha256(patched).hexdigest()})
     return cases
+
+
+def version_1_header(header: dict, scale: float | None = None, resize: bool = False) -> dict:
+    """``header`` as a version 1 writer wrote it: one scalar scale and offset (its channel 0's), RGB.
+
+    ``resize``: keep the (version 2) resize key, which a version 1 file must not hold."""
+    copy = json.loads(json.dumps(header))
+    pre = copy["meta"]["task"]["preprocessing"]
+    assert pre["channels"] == "rgb" and len(set(pre["scale"])) == len(set(pre["offset"])) == 1
+    copy["meta"]["task"]["preprocessing"] = {"offset": pre["offset"][0],
+                                             "scale": pre["scale"][0] if scale is None else scale}
+    if resize:
+        copy["meta"]["task"]["preprocessing"]["resize"] = pre["resize"]
+    return copy
+
+
+def version_1_file(data: bytes) -> bytes:
+    """The same delta in a version 1 file (a fleet's old deltas)."""
+    header, payload = split(data)
+    return rebuild(version_1_header(header), payload, version=1)
 
 
 def read_ship(ship: str, name: str) -> bytes:
@@ -189,7 +215,7 @@ def bad_deltas(good: bytes, base: TFLiteBase) -> dict[str, bytes]:
         "truncated_payload.delta": good[:-100],
         "trailing_bytes.delta": good + bytes(16),
         "bad_magic.delta": b"EDGEPTCX" + good[8:],
-        "bad_version.delta": good[:8] + struct.pack("<I", 2) + good[12:],
+        "bad_version.delta": good[:8] + struct.pack("<I", FORMAT_VERSION + 1) + good[12:],
         "header_len_unaligned.delta": good[:12] + struct.pack("<I", 17) + good[16:],
         "header_len_huge.delta": good[:12] + struct.pack("<I", 1 << 21) + good[16:],
         "flipped_payload_byte.delta": bytes(flipped_payload),
@@ -214,6 +240,19 @@ def bad_deltas(good: bytes, base: TFLiteBase) -> dict[str, bytes]:
                                                              h["meta"]["sites"][0][2] + 1)),
         "site_duplicate.delta": edited(lambda h: h["meta"]["sites"].append(list(h["meta"]["sites"][0]))),
         "resolution_bool.delta": edited(lambda h: set_path(h, ["meta", "task", "resolution"], True)),
+        "preprocessing_channels_bad.delta": edited(lambda h: set_path(
+            h, ["meta", "task", "preprocessing", "channels"], "BGR")),
+        "preprocessing_scale_zero.delta": edited(lambda h: set_path(
+            h, ["meta", "task", "preprocessing", "scale", 1], 0.0)),
+        "preprocessing_offset_huge.delta": edited(lambda h: set_path(
+            h, ["meta", "task", "preprocessing", "offset", 2], 2e6)),
+        "v1_preprocessing_per_channel.delta": rebuild(header, payload, version=1),  # v2 meta in a v1 file
+        "v1_preprocessing_scale_zero.delta": rebuild(version_1_header(header, 0.0), payload, version=1),
+        "preprocessing_resize_unknown.delta": edited(lambda h: set_path(
+            h, ["meta", "task", "preprocessing", "resize"], "nearest")),
+        "preprocessing_resize_not_text.delta": edited(lambda h: set_path(
+            h, ["meta", "task", "preprocessing", "resize"], None)),
+        "v1_preprocessing_resize.delta": rebuild(version_1_header(header, resize=True), payload, version=1),
         "sha_uppercase.delta": edited(lambda h: set_path(h, ["meta", "base_sha256", "tflite"], sha.upper())),
         "missing_kernel.delta": rebuild(missing_kernel, bytes(zeroed)),
         # Valid files that do not fit base.tflite:
@@ -510,7 +549,7 @@ def int8_outcome(base_name: str, delta_name: str) -> dict:
 
 
 def main() -> None:
-    for old in ("bad/", "expected/"):
+    for old in ("bad/", "expected/", "resize/"):
         shutil.rmtree(home(old), ignore_errors=True)
     with tempfile.TemporaryDirectory() as work:
         golden = golden_cases(convert_ship(work))
@@ -536,7 +575,9 @@ def main() -> None:
     with open(os.path.join(CORPUS, "bad.json"), "w") as handle:
         json.dump(cases, handle, indent=1, ensure_ascii=False)
         handle.write("\n")
-    print(f"{len(golden)} golden cases written to {HERE}, {len(cases)} bad cases to {CORPUS}")
+    resized = write_resize_golden(os.path.join(HERE, "resize"))
+    print(f"{len(golden)} golden cases written to {HERE}, {len(cases)} bad cases to {CORPUS}, "
+          f"{len(resized)} resize cases to {HERE}/resize")
 
 
 if __name__ == "__main__":

@@ -145,8 +145,9 @@ public abstract class DemoActivity extends Activity {
                         swap.totalMs(), swap.decodeMs, swap.patchMs, swap.createMs);
             }
             Delta delta = switcher.currentDelta();
-            ByteBuffer input = ImageInput.toInput(image, resolution, delta.task().preprocessingScale(),
-                    delta.task().preprocessingOffset());
+            Delta.Task task = delta.task();
+            ByteBuffer input = ImageInput.toInput(image, resolution, task.pixelOrder(), task.preprocessingScale(),
+                    task.preprocessingOffset());
             Classifier classifier = switcher.current();
             float[] logits = classifier.run(input, resolution); // warm-up; resizes if the resolution changed
             double[] ms = new double[TIMED_RUNS];

@@ -27,15 +27,20 @@ public final class Delta extends TaskDelta {
         private final String name;
         private final List<String> classes;
         private final int resolution;
-        private final double scale;
-        private final double offset;
+        private final String channels;
+        private final double[] scale;
+        private final double[] offset;
+        private final String resize;
 
-        Task(String name, List<String> classes, int resolution, double scale, double offset) {
+        Task(String name, List<String> classes, int resolution, String channels, double[] scale, double[] offset,
+                String resize) {
             this.name = name;
             this.classes = classes;
             this.resolution = resolution;
-            this.scale = scale;
-            this.offset = offset;
+            this.channels = channels;
+            this.scale = scale.clone();
+            this.offset = offset.clone();
+            this.resize = resize;
         }
 
         public String name() {
@@ -52,13 +57,36 @@ public final class Delta extends TaskDelta {
             return resolution;
         }
 
-        /** Model input = pixel (0..255) * preprocessingScale + preprocessingOffset. */
-        public double preprocessingScale() {
-            return scale;
+        /**
+         * The channel order the model wants: {@code "rgb"}, or {@code "bgr"} (model channel 0 is the
+         * image's blue). Model input[c] = pixel[order[c]] (0..255) * preprocessingScale()[c]
+         * + preprocessingOffset()[c], c in the model's order. Version 1 files read as "rgb".
+         */
+        public String channels() {
+            return channels;
         }
 
-        public double preprocessingOffset() {
-            return offset;
+        /** For each model channel, the image channel it reads: 0 red, 1 green, 2 blue. */
+        public int[] pixelOrder() {
+            return "bgr".equals(channels) ? new int[] {2, 1, 0} : new int[] {0, 1, 2};
+        }
+
+        /** Per-channel scale, in the model's channel order (a copy). */
+        public double[] preprocessingScale() {
+            return scale.clone();
+        }
+
+        /** Per-channel offset, in the model's channel order (a copy). */
+        public double[] preprocessingOffset() {
+            return offset.clone();
+        }
+
+        /**
+         * The filter that brings a decoded image to {@link #resolution()} square: always {@code "bilinear"}
+         * (the reader refuses any other), which {@link ImageResampler} implements.
+         */
+        public String resize() {
+            return resize;
         }
     }
 

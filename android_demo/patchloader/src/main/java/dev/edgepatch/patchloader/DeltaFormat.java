@@ -5,13 +5,15 @@ import java.util.Collections;
 import java.util.List;
 
 /**
- * Constants of the edgepatch tensor file format, version 1. The specification is
+ * Constants of the edgepatch tensor file format, version 2 (version 1 still read). The specification is
  * {@code edgepatch/format/spec.py}; names here match those of its section "Constants"
  * (the site-name limit lives with the naming rule, in {@link TensorNames}).
  */
 final class DeltaFormat {
     static final byte[] MAGIC = {'E', 'D', 'G', 'E', 'P', 'T', 'C', 'H'};
-    static final long FORMAT_VERSION = 1;
+    static final long FORMAT_VERSION = 2;
+    /** Versions a reader accepts: 1 had a scalar preprocessing scale and offset (RGB). */
+    static final long[] READABLE_VERSIONS = {1, 2};
     static final int PREAMBLE_BYTES = 16;
     static final int TRAILER_BYTES = 32;
     static final int HEADER_ALIGN = 16;
@@ -41,7 +43,14 @@ final class DeltaFormat {
     static final List<String> TENSOR_KEYS = list("dtype", "name", "nbytes", "offset", "shape");
     static final List<String> META_KEYS = list("base_sha256", "kinds", "sites", "task");
     static final List<String> TASK_KEYS = list("classes", "name", "preprocessing", "resolution");
-    static final List<String> PREPROCESSING_KEYS = list("offset", "scale"); // keys of meta.task.preprocessing
+    static final List<String> PREPROCESSING_KEYS = list("channels", "offset", "scale"); // meta.task.preprocessing
+    static final List<String> V1_PREPROCESSING_KEYS = list("offset", "scale"); // the same, in a version 1 file
+    static final List<String> CHANNEL_ORDERS = list("rgb", "bgr");
+    /** meta.task.preprocessing.resize: optional (absent, and in version 1 files: "bilinear"); see ImageResampler. */
+    static final String RESIZE_KEY = "resize";
+    static final List<String> RESIZE_FILTERS = list("bilinear");
+    static final double MIN_ABS_SCALE = 1e-30;
+    static final double MAX_ABS_PREPROCESSING = 1e6;
     static final List<String> SITE_OPS = list("conv", "depthwise", "dense");
     static final List<String> ROLE_SETS = list("scale", "bias", "scale+bias", "kernel", "kernel+bias");
 

@@ -39,7 +39,7 @@ final class DeltaReader {
 
     static Delta decode(TensorFile file, String source) throws EdgepatchException {
         Map<String, Object> meta = HeaderRules.checkKeys(file.meta, DeltaFormat.META_KEYS, "meta", source);
-        Delta.Task task = task(meta.get("task"), source);
+        Delta.Task task = task(meta.get("task"), file.version, source);
         List<String> kinds = HeaderRules.stringList(meta.get("kinds"), "meta.kinds", source);
         Map<String, String> base = baseSha256(meta.get("base_sha256"), source);
         List<SiteEntry> sites = sites(meta.get("sites"), source);
@@ -47,7 +47,7 @@ final class DeltaReader {
         return new Delta(task, kinds, base, unpack(sites, stored, file));
     }
 
-    static Delta.Task task(Object value, String source) throws HeaderException {
+    static Delta.Task task(Object value, int version, String source) throws HeaderException {
         Map<String, Object> task = HeaderRules.checkKeys(value, DeltaFormat.TASK_KEYS, "meta.task", source);
         Object name = task.get("name");
         if (!(name instanceof String) || ((String) name).isEmpty()) {
@@ -59,11 +59,62 @@ final class DeltaReader {
             throw new HeaderException(source + ": meta.task.resolution must be an integer in "
                     + DeltaFormat.MIN_RESOLUTION + ".." + DeltaFormat.MAX_RESOLUTION + ", got " + Text.show(resolution));
         }
-        Map<String, Object> pre = HeaderRules.checkKeys(task.get("preprocessing"), DeltaFormat.PREPROCESSING_KEYS,
+        int size = (int) ((Long) resolution).longValue();
+        Object pre = task.get("preprocessing");
+        if (version == 1) { // one scalar scale and offset, RGB
+            Map<String, Object> v1 = HeaderRules.checkKeys(pre, DeltaFormat.V1_PREPROCESSING_KEYS,
+                    "meta.task.preprocessing", source);
+            double scale = bounded(v1.get("scale"), "meta.task.preprocessing.scale", true, source);
+            double offset = bounded(v1.get("offset"), "meta.task.preprocessing.offset", false, source);
+            return new Delta.Task((String) name, classes, size, "rgb", new double[] {scale, scale, scale},
+                    new double[] {offset, offset, offset}, DeltaFormat.RESIZE_FILTERS.get(0));
+        }
+        Object resize = DeltaFormat.RESIZE_FILTERS.get(0); // the optional key; absent means "bilinear"
+        if (pre instanceof Map && ((Map<?, ?>) pre).containsKey(DeltaFormat.RESIZE_KEY)) {
+            Map<Object, Object> rest = new LinkedHashMap<Object, Object>((Map<?, ?>) pre);
+            resize = rest.remove(DeltaFormat.RESIZE_KEY);
+            pre = rest;
+        }
+        Map<String, Object> fields = HeaderRules.checkKeys(pre, DeltaFormat.PREPROCESSING_KEYS,
                 "meta.task.preprocessing", source);
-        double scale = HeaderRules.finiteNumber(pre.get("scale"), "meta.task.preprocessing.scale", source);
-        double offset = HeaderRules.finiteNumber(pre.get("offset"), "meta.task.preprocessing.offset", source);
-        return new Delta.Task((String) name, classes, (int) ((Long) resolution).longValue(), scale, offset);
+        Object channels = fields.get("channels");
+        if (!DeltaFormat.CHANNEL_ORDERS.contains(channels)) {
+            throw new HeaderException(source + ": meta.task.preprocessing.channels must be one of 'rgb', 'bgr', got "
+                    + Text.show(channels));
+        }
+        if (!DeltaFormat.RESIZE_FILTERS.contains(resize)) {
+            throw new HeaderException(source + ": meta.task.preprocessing.resize must be one of 'bilinear', got "
+                    + Text.show(resize));
+        }
+        double[] scale = perChannel(fields.get("scale"), "scale", source);
+        double[] offset = perChannel(fields.get("offset"), "offset", source);
+        return new Delta.Task((String) name, classes, size, (String) channels, scale, offset, (String) resize);
+    }
+
+    /** A finite number within the preprocessing bounds (scale: 1e-30 <= |scale| <= 1e6; offset: |offset| <= 1e6). */
+    private static double bounded(Object value, String where, boolean isScale, String source) throws HeaderException {
+        double number = HeaderRules.finiteNumber(value, where, source);
+        double size = Math.abs(number);
+        if (isScale && !(size >= DeltaFormat.MIN_ABS_SCALE && size <= DeltaFormat.MAX_ABS_PREPROCESSING)) {
+            throw new HeaderException(source + ": " + where + " must have 1e-30 <= |scale| <= 1e6, got "
+                    + Text.show(value));
+        }
+        if (!isScale && size > DeltaFormat.MAX_ABS_PREPROCESSING) {
+            throw new HeaderException(source + ": " + where + " must have |offset| <= 1e6, got " + Text.show(value));
+        }
+        return number;
+    }
+
+    private static double[] perChannel(Object value, String field, String source) throws HeaderException {
+        String where = "meta.task.preprocessing." + field;
+        if (!(value instanceof List) || ((List<?>) value).size() != 3) {
+            throw new HeaderException(source + ": " + where + " must be an array of 3 numbers, got " + Text.show(value));
+        }
+        double[] out = new double[3];
+        for (int c = 0; c < 3; c++) {
+            out[c] = bounded(((List<?>) value).get(c), where + "[" + c + "]", "scale".equals(field), source);
+        }
+        return out;
     }
 
     private static Map<String, String> baseSha256(Object value, String source) throws HeaderException {

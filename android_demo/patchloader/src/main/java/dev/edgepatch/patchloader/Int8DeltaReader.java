@@ -41,7 +41,7 @@ final class Int8DeltaReader {
             throw new HeaderException(source + ": int8 delta meta must have base_sha256, quant, task and optionally "
                     + "refold; got " + Text.list(sorted(meta.keySet())));
         }
-        Delta.Task task = DeltaReader.task(meta.get("task"), source);
+        Delta.Task task = DeltaReader.task(meta.get("task"), file.version, source);
         String base = baseSha256(meta.get("base_sha256"), source);
         List<List<?>> quant = quant(meta.get("quant"), source);
         Map<String, TensorFile.Entry> stored = new LinkedHashMap<String, TensorFile.Entry>();

@@ -27,13 +27,16 @@ final class TensorFile {
     }
 
     final String kind; // file_kind
+    final int version; // the format version of the file (1 or 2)
     final Map<String, Object> meta;
     final List<Entry> entries;
     private final ByteBuffer data; // the whole file, little-endian
     private final int payloadStart;
 
-    TensorFile(String kind, Map<String, Object> meta, List<Entry> entries, ByteBuffer data, int payloadStart) {
+    TensorFile(String kind, int version, Map<String, Object> meta, List<Entry> entries, ByteBuffer data,
+            int payloadStart) {
         this.kind = kind;
+        this.version = version;
         this.meta = meta;
         this.entries = entries;
         this.data = data;

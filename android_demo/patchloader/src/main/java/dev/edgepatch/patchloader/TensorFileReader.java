@@ -65,7 +65,7 @@ final class TensorFileReader {
         checkPadding(data, start, payloadBytes, entries, source);
         @SuppressWarnings("unchecked")
         Map<String, Object> meta = (Map<String, Object>) fields.get("meta");
-        TensorFile file = new TensorFile((String) fields.get("file_kind"), meta, entries, data, start);
+        TensorFile file = new TensorFile((String) fields.get("file_kind"), data.getInt(8), meta, entries, data, start);
         for (TensorFile.Entry entry : entries) {
             checkFinite(file, entry, source);
         }
@@ -93,9 +93,15 @@ final class TensorFileReader {
                     + Text.bytesLiteral(DeltaFormat.MAGIC) + ", got " + Text.bytesLiteral(magic));
         }
         long version = data.getInt(8) & 0xffffffffL;
-        if (version != DeltaFormat.FORMAT_VERSION) {
+        boolean readable = false;
+        StringBuilder expected = new StringBuilder();
+        for (long known : DeltaFormat.READABLE_VERSIONS) {
+            readable |= version == known;
+            expected.append(expected.length() == 0 ? "" : " or ").append(known);
+        }
+        if (!readable) {
             throw new DeltaFormatException(source + ": unsupported format version: expected "
-                    + DeltaFormat.FORMAT_VERSION + ", got " + version);
+                    + expected + ", got " + version);
         }
         long headerLen = data.getInt(12) & 0xffffffffL;
         if (headerLen < DeltaFormat.MIN_HEADER_BYTES || headerLen > DeltaFormat.MAX_HEADER_BYTES) {

@@ -16,8 +16,10 @@ public class DeltaTest {
         assertEquals("gamma", delta.task().name());
         assertEquals(Arrays.asList("gamma_0", "gamma_1", "gamma_2"), delta.task().classes());
         assertEquals(32, delta.task().resolution());
-        assertEquals(1 / 127.5, delta.task().preprocessingScale(), 0.0);
-        assertEquals(-1.0, delta.task().preprocessingOffset(), 0.0);
+        assertEquals("rgb", delta.task().channels());
+        assertArrayEquals(new double[] {1 / 127.5, 1 / 127.5, 1 / 127.5}, delta.task().preprocessingScale(), 0.0);
+        assertArrayEquals(new double[] {-1.0, -1.0, -1.0}, delta.task().preprocessingOffset(), 0.0);
+        assertArrayEquals(new int[] {0, 1, 2}, delta.task().pixelOrder());
         assertEquals(Arrays.asList("scale_bias", "logits"), delta.kinds());
         assertEquals(64, delta.baseSha256().get("tflite").length());
         Delta.Site stem = delta.sites().get(0);
@@ -31,6 +33,20 @@ public class DeltaTest {
         assertEquals("classifier", head.name());
         assertEquals("kernel+bias", head.roles());
         assertArrayEquals(new int[] {12, 3}, head.kernelShape());
+    }
+
+    @Test
+    public void versionOneFileReadsAsTheSameTask() throws Exception {
+        // gamma_v1.delta: gamma written by a version 1 writer (scalar scale and offset, implicitly RGB)
+        Delta current = Delta.read(new File(TestData.dir(), "gamma.delta"));
+        Delta old = Delta.read(new File(TestData.dir(), "gamma_v1.delta"));
+        assertEquals("rgb", old.task().channels());
+        assertArrayEquals(current.task().preprocessingScale(), old.task().preprocessingScale(), 0.0);
+        assertArrayEquals(current.task().preprocessingOffset(), old.task().preprocessingOffset(), 0.0);
+        assertEquals(current.sites().size(), old.sites().size());
+        for (int i = 0; i < current.sites().size(); i++) {
+            assertArrayEquals(current.sites().get(i).scale(), old.sites().get(i).scale(), 0f);
+        }
     }
 
     @Test
