@@ -22,6 +22,7 @@ from edgepatch.format.container import (  # noqa: F401
     MAX_NAME_BYTES, MAX_RANK, MAX_TENSORS, MIN_FILE_BYTES, MIN_HEADER_BYTES, PREAMBLE_BYTES, TRAILER_BYTES, TensorFile,
     decode_tensor_file, encode_tensor_file, read_bytes, read_tensor_file, write_bytes_atomic, write_tensor_file,
 )
+from edgepatch.format.delta_limits import check_head, check_site_scales
 from edgepatch.format.names import BIAS, CONV_OP, DENSE_OP, DEPTHWISE_OP, KERNEL, MAX_SITE_NAME_BYTES, SCALE, SITE_OPS, TENSOR_ROLES, split_name, tensor_name
 from edgepatch.format.task import (  # noqa: F401
     MAX_RESOLUTION, MIN_RESOLUTION, Preprocessing, TaskInfo, task_from_json, task_to_json,
@@ -357,6 +358,8 @@ def encode_delta(delta: Delta, dtype: str = "float32", source: str = "<bytes>") 
     parsed_sites = _parse_delta_meta(meta, source)[3]
     packed = _pack(parsed_sites, tensors)
     _check_stored_tensors(parsed_sites, _specs(packed), source)
+    check_head(delta.task.classes, parsed_sites, source)
+    check_site_scales(parsed_sites, packed.get(SCALE), source)
     return encode_tensor_file(FILE_KIND, packed, meta, source)
 
 
@@ -364,6 +367,8 @@ def from_tensor_file(stored: TensorFile, source: str) -> Delta:
     """Step 11 on a ``"delta"`` file the container already verified; per-site read-only float32 tensors."""
     task, kinds, base, sites = _parse_delta_meta(stored.meta, source, stored.version)
     _check_stored_tensors(sites, _specs(stored.tensors), source)
+    check_head(task.classes, sites, source)
+    check_site_scales(sites, stored.tensors.get(SCALE), source)
     return Delta(task=task, kinds=kinds, base_sha256=base, sites={site.name: site.op for site in sites},
                  tensors=_unpack(sites, stored.tensors))
 

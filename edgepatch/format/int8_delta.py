@@ -27,6 +27,10 @@ ONE_BITS = 0x3F800000  # float32 1.0
 SCALE_CODE_SHIFT = 16  # one scale code step: 2**16 in the float32 bit pattern, 7 mantissa bits kept
 SCALE_CODE_LIMIT = (ONE_BITS >> SCALE_CODE_SHIFT) - 1  # |s| <= this keeps r positive and finite
 BIAS_STEPS_PER_QUANTUM = 4
+MIN_QUANT_SCALE = 1e-15  # the product of two scales (a bias scale: input x weight) stays a normal float32
+MAX_QUANT_SCALE = 1e6  # one int8 step of a million: past any activation a float32 model means
+MAX_ACTIVATION_SCALE_RATIO = 64  # a task's activation scale within 1/64..64x the base's (interpreters abort past ~2^19)
+MIN_ZERO_POINT, MAX_ZERO_POINT = -128, 127  # int8 activations; weights and biases take 0 (checked on apply)
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,7 @@ def from_tensor_file(stored, source: str) -> Int8Delta:
             f"{source}: quant counts sum to {sum(e[1] for e in quant)} scales and {sum(e[2] for e in quant)} "
             f"zero points, but the file holds {scales.shape[0]} and {zero_points.shape[0]}"
         )
+    _check_quant_values(quant, scales, zero_points, source)
     data, edits = {}, {}
     for name in sorted(names - {"scale", "zero_point"}):
         role, index = name.split("/")
@@ -141,6 +146,30 @@ def from_tensor_file(stored, source: str) -> Int8Delta:
                               "bias data")
     return Int8Delta(task, base[BASE_FORMAT], tuple(tuple(e) for e in quant), scales, zero_points, data, edits,
                      refolds)
+
+
+def _owner(quant, position: int, column: int) -> int:
+    """The tensor index whose vector holds element ``position`` of the packed scales (1) or zero points (2)."""
+    for entry in quant:
+        if position < entry[column]:
+            return entry[0]
+        position -= entry[column]
+    raise AssertionError("position past the quant sums")
+
+
+def _check_quant_values(quant, scales: np.ndarray, zero_points: np.ndarray, source: str) -> None:
+    """Scales finite in MIN_QUANT_SCALE..MAX_QUANT_SCALE (NonFiniteError), zero points int8 (HeaderError)."""
+    wide = scales.astype(np.float64)  # compared as doubles, as the Java loader does
+    bad = ~((wide >= MIN_QUANT_SCALE) & (wide <= MAX_QUANT_SCALE))  # NaN fails both
+    if bad.any():
+        first = int(np.argmax(bad))
+        raise NonFiniteError(f"{source}: scale[{first}] (tensor {_owner(quant, first, 1)}) must be finite and in "
+                             f"1e-15..1e6")
+    bad = (zero_points < MIN_ZERO_POINT) | (zero_points > MAX_ZERO_POINT)
+    if bad.any():
+        first = int(np.argmax(bad))
+        raise HeaderError(f"{source}: zero_point[{first}] (tensor {_owner(quant, first, 2)}) is "
+                          f"{int(zero_points[first])}, outside the int8 range -128..127")
 
 
 def _refolds(stored, source: str) -> tuple[Refold, ...]:
@@ -207,14 +236,14 @@ def refolded(entry: Refold, base_weight_scale: np.ndarray, base_bias: np.ndarray
     """(weight scales, bias scales, int32 biases) of a refold entry; the arithmetic the Java loader mirrors.
 
     Raises:
-        NonFiniteError: a recomputed scale is not finite and > 0.
+        NonFiniteError: a recomputed scale is not finite and in MIN_QUANT_SCALE..MAX_QUANT_SCALE.
     """
     weight_scale = np.asarray(base_weight_scale, np.float32) * scale_factors(entry.scale_codes)
     bias_scale = np.float32(input_scale) * weight_scale
-    if not (np.all(np.isfinite(bias_scale)) and np.all(bias_scale > 0) and np.all(np.isfinite(weight_scale))
-            and np.all(weight_scale > 0)):
+    both = np.concatenate([weight_scale, bias_scale]).astype(np.float64)  # NaN and Inf fail too
+    if not np.all((both >= MIN_QUANT_SCALE) & (both <= MAX_QUANT_SCALE)):
         raise NonFiniteError(f"refold of tensor {entry.weight}: a recomputed weight or bias scale is not finite "
-                             "and > 0")
+                             "and in 1e-15..1e6")
     value = (np.asarray(base_bias, np.float64) * np.asarray(base_bias_scale, np.float64)
              + entry.bias_codes.astype(np.float64) * np.float64(np.float32(entry.bias_step)))
     bias = np.clip(np.rint(value / bias_scale.astype(np.float64)), -2.0 ** 31, 2.0 ** 31 - 1).astype(np.int32)

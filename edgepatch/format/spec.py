@@ -142,6 +142,18 @@ keys in sorted order.
 No number from the file is used to allocate or index before it has been
 checked against the actual file size by the steps above.
 
+Integrity, not authenticity. The trailer is a SHA-256 that anyone can
+recompute after editing a file, and ``base_sha256`` names a base that anyone
+can hash; the checks above make a loose delta *well-formed*, not *genuine*.
+A delta forged for a base of the same architecture passes every step and
+gives a wrong model. Authenticity comes from a signature: a delta inside a
+verified bundle (``edgepatch.ship``), or a loose delta with a detached
+signature ``<delta>.sig`` beside it, the same JSON document as a bundle's
+``manifest.sig`` (``{"algorithm": "ed25519", "key_id": ..., "signature":
+...}``) over the delta file's exact bytes. A loader given trusted keys
+checks the signature before it reads the delta, and refuses a delta without
+one (``SignatureError``); a loader given none checks integrity only.
+
 Site naming
 -----------
 A *site* is one conv, depthwise conv or dense (head) layer of the model,
@@ -168,8 +180,12 @@ Float delta
 
 * task.name: non-empty string. task.classes: non-empty array of unique
   non-empty strings. task.resolution: integer ``MIN_RESOLUTION`` (8) ..
-  ``MAX_RESOLUTION`` (4096). Patches and int8 deltas share this ``task``
-  object.
+  ``MAX_RESOLUTION`` (1024). Patches and int8 deltas share this ``task``
+  object. Why 1024: a loader allocates activations for the resolution the
+  delta names, and they grow with its square. MobileNetV2 1.0 took 2.0 GB of
+  RSS at 4096 (a 74 KB delta), so about 2.0 GB / 16 = 128 MB at 1024, the
+  most a phone app can spend on one task; a 1024 x 1024 float32 input alone
+  is 12 MiB.
 * task.preprocessing: how a decoded image (RGB, pixel values 0..255) becomes
   the model input. ``channels`` is the channel order the model wants,
   ``"rgb"`` or ``"bgr"``; ``order`` is (0, 1, 2) for ``"rgb"`` and (2, 1, 0)
@@ -274,6 +290,16 @@ c. Every name of E is present. Report the first missing name, in E's order
    (``HeaderError``).
 d. The tensors are in E's order. Report the first position that differs
    (``HeaderError``).
+e. The head: a ``dense`` site is the task's classifier head, so each dense
+   site's channels equal the number of ``task.classes``
+   (``ShapeMismatchError``); a head wider or narrower than the class list
+   would show a padded column as a label, or shift the labels.
+f. Site scales: every value of ``"scale"`` (as float32), in order, has
+   ``MIN_ABS_SITE_SCALE`` (1e-12) <= ``|value|`` <= ``MAX_ABS_SITE_SCALE``
+   (1e12) (``NonFiniteError`` naming the site and its channel): 0 or a
+   denormal erases the channel, and a ratio of BN multipliers 12 decades
+   from 1 is no trained task. (The base kernel times a scale can still
+   overflow: *Applying a float delta*, step 3.)
 
 After these checks every site has at least one tensor, no site has both a
 scale and a kernel, and all of a site's tensors have its channel count.
@@ -341,7 +367,11 @@ the sign-flipped int8 kernel bytes in data or edits.
 
 A reader checks the container first (steps 1-10), then these rules, in this
 order (``HeaderError`` unless named): meta keys; task; base_sha256; quant;
-tensor names; ``scale``/``zero_point`` dtypes, ranks and the quant sums; each
+tensor names; ``scale``/``zero_point`` dtypes, ranks and the quant sums;
+every scale, in order, finite with ``MIN_QUANT_SCALE`` (1e-15) <= scale <=
+``MAX_QUANT_SCALE`` (1e6) (``NonFiniteError``: a bias scale, input x weight,
+stays a normal float32), then every zero point within ``MIN_ZERO_POINT``
+..``MAX_ZERO_POINT`` (-128..127, the int8 range); each
 data/at/put tensor in sorted name order; data and edits disjoint; the refold
 entry and its three tensors (``NonFiniteError`` for a bad bias step), the
 codes decode exactly, every ``|s| <= 16255``; no refolded tensor also in
@@ -470,7 +500,11 @@ a ``WrongBaseError``). In this order, before anything is written:
 
 1. Fingerprint: ``base_sha256`` has the base's format and its value is the
    SHA-256 of the base file's bytes (``WrongBaseError`` otherwise).
-2. For each site of the delta, in site order: the base has the site
+2. The class count: when the base has a head (W > 0), the task's number
+   of classes is at most W (``ShapeMismatchError``). A delta with a head
+   already has one output per class (*Float delta*, step 11 e); a delta
+   without one uses the base's head, whose first outputs are the task's.
+   Then, for each site of the delta, in site order: the base has the site
    (``ShapeMismatchError``) with the same op (``ShapeMismatchError``); then
    its update, computed in the base's runtime layout:
 
@@ -504,25 +538,45 @@ Applying an int8 delta
 ----------------------
 An int8 base takes ``"int8_delta"`` files only (a float delta is a
 ``WrongBaseError``), and ``base_sha256["tflite_int8"]`` must be the SHA-256
-of its bytes (``WrongBaseError``). Then, into a copy of the base bytes, in
-this order (a tensor index >= the base's tensor count is a
-``ShapeMismatchError``):
+of its bytes (``WrongBaseError``). Its head width W is the last dimension
+of subgraph 0's first output; the task's class count must be at most W
+(``ShapeMismatchError``). An int8 delta may write only what a patch owns:
+the *owned* tensors are inputs 1 (weights) and 2 (bias) of every CONV_2D,
+DEPTHWISE_CONV_2D and FULLY_CONNECTED operator with inputs 0, 1 and 2
+present; quantization may also change on *activations* (tensors without
+constant data). Then, into a copy of the base bytes, in this order (a
+tensor index >= the base's tensor count is a ``ShapeMismatchError``, as is
+every ownership rule below):
 
-1. each ``quant`` entry in order: each non-zero count equals the length of
-   that base tensor's vector (``ShapeMismatchError``); the scales (float32)
-   and zero points (int32 in the delta, int64 in the base) replace them;
-2. each ``data/{index}``: the tensor has constant data on a buffer no other
-   tensor uses (``BaseModelError``), of the same byte size
-   (``ShapeMismatchError``); its bytes are replaced;
+1. each ``quant`` entry in order: a tensor with constant data is owned,
+   and its zero points in the delta are all 0 (weights and biases are
+   symmetric); each non-zero count equals the length of that base tensor's
+   vector (``ShapeMismatchError``); an activation's new scales are each
+   within 1/``MAX_ACTIVATION_SCALE_RATIO`` .. ``MAX_ACTIVATION_SCALE_RATIO``
+   (64) times the base's (``NonFiniteError``: the ratio of an operator's
+   input and output scales must stay where interpreters accept it; TFLite
+   aborts the process on an ADD whose ratio passes 2^19); the scales
+   (float32) and zero points (int32 in the delta, int64 in the base)
+   replace them;
+2. each ``data/{index}``: the tensor is owned; it has constant data on a
+   buffer no other tensor uses (``BaseModelError``), of the same byte size
+   (``ShapeMismatchError``); its bytes are replaced (so MEAN's axes or any
+   other constant can never be written);
 3. each edit: the same checks on the tensor, and the last position is inside
    its data (``ShapeMismatchError``); byte ``at[k]`` becomes ``put[k]``;
-4. each refold entry in order: the kernel is int8 with ``channels`` scales,
+4. each refold entry in order: some owning operator has inputs 0, 1 and 2
+   equal to its input, weight and bias indices; the kernel is int8 with ``channels`` scales,
    the bias int32 of ``4 * channels`` bytes with ``channels`` scales, the
    input has one scale (``ShapeMismatchError``). The base's own weight
    scales, bias and bias scales are read from the original bytes, the
    input scale from the copy (after step 1); the recomputed weight and bias
-   scales must be finite and > 0 (``NonFiniteError``); they and the int32
-   biases are written into the copy.
+   scales must be finite and within ``MIN_QUANT_SCALE``..``MAX_QUANT_SCALE``
+   (``NonFiniteError``); they and the int32 biases are written into the copy.
+
+Scales inside these bounds can still make a pair of tensors that an
+interpreter refuses (XNNPACK bounds each operator's requantization scale).
+A loader that runs the model reports such a refusal as a ``BaseModelError``
+naming the task, never as a crash.
 
 Constants
 ---------
@@ -549,7 +603,16 @@ only these definitions; ``tests/format/test_spec.py`` checks this table)::
     DELTA_DTYPES           ("float32", "float16")              edgepatch.format.delta
     MAX_SITES              8192         edgepatch.format.delta
     MIN_RESOLUTION         8            edgepatch.format.task
-    MAX_RESOLUTION         4096         edgepatch.format.task
+    MAX_RESOLUTION         1024         edgepatch.format.task
+    MIN_ABS_SCALE          1e-30        edgepatch.format.task
+    MAX_ABS_PREPROCESSING  1000000.0    edgepatch.format.task
+    MIN_ABS_SITE_SCALE     1e-12        edgepatch.format.delta_limits
+    MAX_ABS_SITE_SCALE     1000000000000.0  edgepatch.format.delta_limits
+    MIN_QUANT_SCALE        1e-15        edgepatch.format.int8_delta
+    MAX_QUANT_SCALE        1000000.0    edgepatch.format.int8_delta
+    MAX_ACTIVATION_SCALE_RATIO  64      edgepatch.format.int8_delta
+    MIN_ZERO_POINT         -128         edgepatch.format.int8_delta
+    MAX_ZERO_POINT         127          edgepatch.format.int8_delta
     SCALE_CODE_LIMIT       16255        edgepatch.format.int8_delta
     BIAS_STEPS_PER_QUANTUM 4            edgepatch.format.int8_delta
     MAX_K                  15           edgepatch.format.rice
@@ -558,7 +621,7 @@ Python modules
 --------------
 ``edgepatch.format``: ``container`` (Container, Verification order 1-10),
 ``names`` (Site naming), ``task`` (the ``task`` object), ``delta`` (Float
-delta), ``int8_delta`` (int8 delta), ``rice`` (Golomb-Rice codes),
+delta), ``delta_limits`` (Float delta, step 11 e and f), ``int8_delta`` (int8 delta), ``rice`` (Golomb-Rice codes),
 ``layouts`` (Layouts and head padding). ``edgepatch.runtime``: ``files``
 (reading a base or a task delta once), ``tflite_file`` (Reading a .tflite
 base), ``tflite``/``onnx``/``tflite_int8`` (Bases), ``refold`` (Applying a

@@ -18,7 +18,7 @@ from edgepatch.format.container import FORMAT_VERSION
 from edgepatch.format.checks import check_keys, finite_number, is_int, is_text, plain, show, string_list
 
 MIN_RESOLUTION = 8
-MAX_RESOLUTION = 4096
+MAX_RESOLUTION = 1024
 CHANNEL_ORDERS = ("rgb", "bgr")
 RESIZE_FILTERS = ("bilinear",)  # spec.py, *Float delta*; v1 files and v2 files without the key mean "bilinear"
 MIN_ABS_SCALE = 1e-30  # a zero or denormal scale would erase the image; the messages spell both bounds

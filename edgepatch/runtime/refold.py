@@ -17,6 +17,7 @@ import numpy as np
 
 from edgepatch.errors import NonFiniteError, ShapeMismatchError, WrongBaseError
 from edgepatch.format.delta import Delta
+from edgepatch.format.delta_limits import MAX_ABS_SITE_SCALE, MIN_ABS_SITE_SCALE
 from edgepatch.format.layouts import OUT_AXIS, pad_head, to_runtime
 from edgepatch.format.names import BIAS, DENSE_OP, KERNEL, SCALE, TENSOR_ROLES, tensor_name
 
@@ -97,19 +98,29 @@ def kernel_peaks(base, sites: dict[str, SiteSlots], fmt: str) -> dict[str, np.nd
 
 
 def _check_scale_overflow(updates: dict[str, SiteUpdate], peaks: dict[str, np.ndarray], source: str) -> None:
-    """The scale overflow rule: a finite scale can still overflow the float32 product (and the task's outputs)."""
+    """The site scale bounds (a Delta built in memory skipped the reader's), then the scale overflow rule."""
     scaled = [name for name, update in updates.items() if update.scale is not None]
     if not scaled:
         return
     products = np.abs(np.concatenate([updates[name].scale for name in scaled]), dtype=np.float64)
+    ends = np.cumsum([updates[name].scale.size for name in scaled])
+    outside = np.flatnonzero((products < MIN_ABS_SITE_SCALE) | (products > MAX_ABS_SITE_SCALE))
+    if outside.size:
+        name, channel = _locate(scaled, ends, int(outside[0]))
+        raise NonFiniteError(f"`{tensor_name(name, SCALE)}`: channel {channel} has a scale outside "
+                             "1e-12 <= |scale| <= 1e12 (zero, denormal or huge)")
     products *= np.concatenate([peaks[name] for name in scaled])  # one pass over all sites: swaps stay fast
     over = np.flatnonzero(products > FLOAT32_MAX)
     if over.size:
-        ends = np.cumsum([updates[name].scale.size for name in scaled])
-        site = int(np.searchsorted(ends, over[0], side="right"))
-        channel = int(over[0] - (ends[site - 1] if site else 0))
-        raise NonFiniteError(f"`{tensor_name(scaled[site], SCALE)}`: channel {channel} times the base kernel of {source} "
+        name, channel = _locate(scaled, ends, int(over[0]))
+        raise NonFiniteError(f"`{tensor_name(name, SCALE)}`: channel {channel} times the base kernel of {source} "
                              "overflows float32")
+
+
+def _locate(scaled: list[str], ends: np.ndarray, position: int) -> tuple[str, int]:
+    """The site and channel of ``position`` in the scales of ``scaled`` laid end to end."""
+    site = int(np.searchsorted(ends, position, side="right"))
+    return scaled[site], int(position - (ends[site - 1] if site else 0))
 
 
 def _site_update(name: str, op: str, slots: SiteSlots, delta: Delta, fmt: str, width: int, source: str) -> SiteUpdate:
@@ -140,6 +151,9 @@ def site_updates(sites: dict[str, SiteSlots], peaks: dict[str, np.ndarray], delt
     """
     require_float_delta(delta, source)
     width = head_width(sites)
+    if width and len(delta.task.classes) > width:
+        raise ShapeMismatchError(f"task '{delta.task.name}' has {len(delta.task.classes)} classes, but the head of "
+                                 f"{source} has {width} outputs")
     updates = {}
     for name, op in delta.sites.items():
         slots = sites.get(name)

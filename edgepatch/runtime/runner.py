@@ -47,6 +47,9 @@ class TaskRunner:
         if not np.all(np.isfinite(images)):
             raise ShapeMismatchError("images hold NaN or Inf values")
         logits = self._run(np.ascontiguousarray(images))
+        if self.task is not None and logits.shape[-1] < len(self.task.classes):
+            raise ShapeMismatchError(f"task '{self.task.name}' has {len(self.task.classes)} classes, but the model "
+                                     f"computes {logits.shape[-1]} outputs")
         logits = logits[:, : len(self.task.classes)] if self.task is not None else logits
         if not np.all(np.isfinite(logits)):
             # Finite weights can still overflow activations (a delta with huge scales or biases).

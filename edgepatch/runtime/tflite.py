@@ -24,6 +24,7 @@ allocated for the task's resolution, so XNNPACK has packed the weights and
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import time
 
@@ -114,25 +115,40 @@ def tflite_sites(model: TFLiteModel, source: str) -> dict[str, SiteSlots]:
 
 
 class TFLiteRunner(TaskRunner):
+    """Runs one task's model bytes in LiteRT; any interpreter failure is a BaseModelError naming the task."""
+
     def __init__(self, model_bytes: bytes, task, swap_seconds: float, num_threads: int):
         super().__init__(task, swap_seconds)
-        self._interpreter = interpreter_class()(model_content=model_bytes, num_threads=num_threads)
-        self._input = self._interpreter.get_input_details()[0]["index"]
-        self._output = self._interpreter.get_output_details()[0]["index"]
+        with self._litert("create an interpreter for"):
+            self._interpreter = interpreter_class()(model_content=model_bytes, num_threads=num_threads)
+            self._input = self._interpreter.get_input_details()[0]["index"]
+            self._output = self._interpreter.get_output_details()[0]["index"]
         self._shape: tuple[int, ...] | None = None
+
+    @contextlib.contextmanager
+    def _litert(self, step: str):
+        """Turn LiteRT's RuntimeError/ValueError (e.g. XNNPACK refusing a patched model) into a BaseModelError."""
+        try:
+            yield
+        except (RuntimeError, ValueError) as error:
+            name = f"task '{self.task.name}'" if self.task is not None else "the base task"
+            text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise BaseModelError(f"LiteRT could not {step} the model of {name}: {text[:200]}") from None
 
     def prepare(self, shape: tuple[int, ...]) -> None:
         """Allocate for inputs of ``shape`` (NHWC) now, so that the next run does not."""
         if self._shape != tuple(shape):
-            self._interpreter.resize_tensor_input(self._input, list(shape))
-            self._interpreter.allocate_tensors()
+            with self._litert("allocate"):
+                self._interpreter.resize_tensor_input(self._input, list(shape))
+                self._interpreter.allocate_tensors()
             self._shape = tuple(shape)
 
     def _run(self, images: np.ndarray) -> np.ndarray:
         self.prepare(images.shape)
-        self._interpreter.set_tensor(self._input, images)
-        self._interpreter.invoke()
-        return self._interpreter.get_tensor(self._output).copy()
+        with self._litert("run"):
+            self._interpreter.set_tensor(self._input, images)
+            self._interpreter.invoke()
+            return self._interpreter.get_tensor(self._output).copy()
 
 
 class TFLiteBase(PatchedBase):

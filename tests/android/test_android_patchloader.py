@@ -248,9 +248,9 @@ def test_java_rejects_wrong_base_and_wrong_shape_like_python(classpath, cases, t
     gamma = read_delta(case.delta)
     sha = hashlib.sha256(_read(case.base)).hexdigest()
     stem = TFLiteBase.from_file(case.base).sites["stem"].kernel
-    # A base whose stem kernel has values above 1, where a finite FLT_MAX scale overflows the re-fold.
+    # A base whose stem kernel has values above 3.4e26, where the largest scale allowed (1e12) overflows the re-fold.
     big = bytearray(_read(case.base))
-    np.frombuffer(big, np.float32, stem.count, stem.offset)[:] *= 8
+    np.frombuffer(big, np.float32, stem.count, stem.offset)[:] *= np.float32(1e28)
     big_base = _write(tmp_path / "big.tflite", bytes(big))
     inputs = {
         "other_base": (case.base, other.delta),
@@ -259,7 +259,7 @@ def test_java_rejects_wrong_base_and_wrong_shape_like_python(classpath, cases, t
             tensors={"stem/scale": np.ones(stem.shape[0] + 1, np.float32)})))),
         "overflowing_scale": (big_base, _write(tmp_path / "overflowing_scale.delta", encode_delta(dataclasses.replace(
             gamma, base_sha256={"tflite": hashlib.sha256(big).hexdigest()}, sites={"stem": "conv"},
-            tensors={"stem/scale": np.full(stem.shape[0], np.finfo(np.float32).max, np.float32)})))),
+            tensors={"stem/scale": np.full(stem.shape[0], 1e12, np.float32)})))),
         "truncated": (case.base, _write(tmp_path / "truncated.delta", _read(case.delta)[:-1])),
         "corrupted": (case.base, _write(tmp_path / "corrupted.delta", bytes(
             b ^ (1 if i == 700 else 0) for i, b in enumerate(_read(case.delta))))),

@@ -330,7 +330,7 @@ UNIFORM_JSON = {"channels": "rgb", "offset": [0.0, 0.0, 0.0], "scale": [1.0, 1.0
 
 def delta_meta(sites=None, **changes):
     """Delta meta in its JSON form, for files made with the generic encoder."""
-    meta = {"task": {"name": "t", "classes": ["a"], "resolution": 96,
+    meta = {"task": {"name": "t", "classes": ["a", "b"], "resolution": 96,  # the 2-wide head's 2 classes
                      "preprocessing": UNIFORM_JSON},
             "kinds": ["scale_bias"], "base_sha256": {"tflite": SHA_TFLITE},
             "sites": [["logits", "dense", 2, "bias"]] if sites is None else sites}
@@ -521,7 +521,7 @@ META_CASES = [
      f"{P}: meta.task.classes must be a non-empty array of unique non-empty strings, got ['a', 'a']"),
     ("resolution-too-small", lambda: _delta_container(F32x2, task={
         "name": "t", "classes": ["a"], "resolution": 4, "preprocessing": UNIFORM_JSON}),
-     HeaderError, f"{P}: meta.task.resolution must be an integer in 8..4096, got 4"),
+     HeaderError, f"{P}: meta.task.resolution must be an integer in 8..1024, got 4"),
     ("empty-task-name", lambda: _delta_container(F32x2, task={
         "name": "", "classes": ["a"], "resolution": 96, "preprocessing": UNIFORM_JSON}),
      HeaderError, f"{P}: meta.task.name must be a non-empty string, got ''"),
@@ -755,7 +755,7 @@ def test_task_json_round_trip_and_validation():
     assert task_from_json(as_json) == task
     with pytest.raises(HeaderError) as caught:
         task_to_json(TaskInfo("t", ("a",), 5000, task.preprocessing), "x.patch")
-    assert str(caught.value) == "x.patch: meta.task.resolution must be an integer in 8..4096, got 5000"
+    assert str(caught.value) == "x.patch: meta.task.resolution must be an integer in 8..1024, got 5000"
     with pytest.raises(HeaderError) as caught:
         task_from_json({"name": "t", "classes": ["a"], "resolution": 96}, "y.patch")
     assert str(caught.value) == "y.patch: meta.task is missing key 'preprocessing'"

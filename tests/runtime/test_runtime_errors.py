@@ -89,21 +89,30 @@ def test_finite_scale_that_overflows_the_refold(small_ship, kind):
     delta = read_delta(str(ship / "gamma.delta"))
     fmt = kind.split("-")[0]
     path = str(ship / f"base.{fmt}")
-    # The small base's kernel values are all below 1, where no finite float32 scale can overflow;
-    # a base with the stem kernel times 8 (a conv: output channels on axis 0 in both layouts) has some.
+    # Site scales are at most 1e12 (the spec's bound), and the small base's kernel values are below 1,
+    # where no allowed scale can overflow; a base with the stem kernel times 1e28 (a conv: output
+    # channels on axis 0 in both layouts) has some.
     original = load_base(path)
     data, slot = bytearray(original.bytes), original.sites["stem"].kernel
     kernel = np.frombuffer(data, np.float32, slot.count, slot.offset).reshape(slot.shape[0], -1)
-    kernel *= 8
-    first = int(np.flatnonzero(np.abs(kernel).max(axis=1) > 1)[0])
+    kernel *= np.float32(1e28)
+    scale = np.full(slot.shape[0], 1e12, np.float32)
+    first = int(np.flatnonzero(np.abs(kernel).max(axis=1) * np.float64(scale[0]) > np.finfo(np.float32).max)[0])
     base = BASES[kind](bytes(data), "big.base")
-    scale = np.full(slot.shape[0], np.finfo(np.float32).max, np.float32)
     tensors, sites = {**delta.tensors, "stem/scale": scale}, {**delta.sites, "stem": "conv"}
     patched = dataclasses.replace(delta, tensors=tensors, sites=sites, base_sha256={fmt: base.sha256})
     with pytest.raises(NonFiniteError) as error:
         base.apply(patched)
     assert str(error.value) == f"`stem/scale`: channel {first} times the base kernel of big.base overflows float32"
-    tiny = np.full(slot.shape[0], 1e-30, np.float32)  # the product only underflows towards 0
+    base = BASES[kind](original.bytes, path)
+    patched = dataclasses.replace(patched, base_sha256={fmt: base.sha256})
+    for lie in (0.0, 1e-40, 1e-13, -2e12):  # zero, denormal, below and above the spec's bounds
+        scale = np.full(slot.shape[0], lie, np.float32)
+        with pytest.raises(NonFiniteError) as error:
+            base.apply(dataclasses.replace(patched, tensors={**tensors, "stem/scale": scale}))
+        assert str(error.value) == ("`stem/scale`: channel 0 has a scale outside 1e-12 <= |scale| <= 1e12 "
+                                    "(zero, denormal or huge)")
+    tiny = np.full(slot.shape[0], 2e-12, np.float32)  # near the smallest scale allowed: the product stays finite
     runner = base.apply(dataclasses.replace(patched, tensors={**tensors, "stem/scale": tiny}))
     size = delta.task.resolution
     assert np.all(np.isfinite(runner.predict(np.ones((1, size, size, 3), np.float32))))
@@ -152,3 +161,57 @@ def test_a_base_that_is_not_a_regular_file_is_refused_without_blocking(tmp_path,
     with pytest.raises(MissingFileError) as error:
         load_base(str(path))
     assert str(error.value) == f"{path}: {reason}"
+
+
+@pytest.mark.parametrize("kind", BASES)
+def test_more_classes_than_the_base_head_is_refused(small_ship, kind):
+    ship, _ = small_ship
+    delta = read_delta(str(ship / "gamma.delta"))
+    path = str(ship / f"base.{kind.split('-')[0]}")
+    base = BASES[kind](open(path, "rb").read(), path)
+    no_head = {name: op for name, op in delta.sites.items() if op != "dense"}
+    tensors = {name: value for name, value in delta.tensors.items() if name.split("/")[0] in no_head}
+    four = dataclasses.replace(delta.task, classes=("a", "b", "c", "ghost"))  # the base head has 3 outputs
+    with pytest.raises(ShapeMismatchError) as error:
+        base.apply(dataclasses.replace(delta, task=four, sites=no_head, tensors=tensors))
+    assert str(error.value) == f"task 'gamma' has 4 classes, but the head of {path} has 3 outputs"
+    two = dataclasses.replace(delta.task, classes=("a", "b"))  # fewer: the base head's first two outputs
+    runner = base.apply(dataclasses.replace(delta, task=two, sites=no_head, tensors=tensors))
+    size = delta.task.resolution
+    assert runner.predict(np.ones((1, size, size, 3), np.float32)).shape == (1, 2)
+
+
+def test_a_delta_whose_head_disagrees_with_its_classes_cannot_be_written(small_ship, tmp_path):
+    ship, _ = small_ship
+    delta = read_delta(str(ship / "gamma.delta"))
+    for classes in (("a", "b"), ("a", "b", "c", "ghost")):
+        lie = dataclasses.replace(delta, task=dataclasses.replace(delta.task, classes=classes))
+        with pytest.raises(ShapeMismatchError) as error:
+            write_delta(tmp_path / "lie.delta", lie)
+        assert str(error.value) == (f"{tmp_path / 'lie.delta'}: site 'classifier' is the task's head with 3 "
+                                    f"outputs, but meta.task.classes names {len(classes)} classes")
+    assert not (tmp_path / "lie.delta").exists()
+
+
+def test_a_runner_that_computes_fewer_outputs_than_classes_is_refused():
+    from edgepatch.format.task import Preprocessing, TaskInfo
+    from edgepatch.runtime.runner import TaskRunner
+
+    class Narrow(TaskRunner):
+        def _run(self, images):
+            return np.zeros((len(images), 2), np.float32)
+
+    runner = Narrow(TaskInfo("t", ("a", "b", "c"), 8, Preprocessing(1.0, 0.0)), 0.0)
+    with pytest.raises(ShapeMismatchError) as error:
+        runner.predict(np.zeros((1, 8, 8, 3), np.float32))
+    assert str(error.value) == "task 't' has 3 classes, but the model computes 2 outputs"
+
+
+def test_litert_refusing_a_model_is_a_typed_error():
+    from edgepatch.errors import BaseModelError
+    from edgepatch.runtime.tflite import TFLiteRunner
+
+    with pytest.raises(BaseModelError) as error:
+        TFLiteRunner(b"not a tflite model at all", None, 0.0, 1)
+    assert str(error.value).startswith("LiteRT could not create an interpreter for the model of the base task: ")
+    assert "\n" not in str(error.value)

@@ -124,7 +124,14 @@ def mixed_delta(template: Delta, base: TFLiteBase) -> Delta:
         "classifier/bias": rng.normal(0, 0.5, 2).astype(np.float32),
     }
     sites = {"stem": "conv", "pw": "conv", "dw": "depthwise", "plain_conv": "conv", "classifier": "dense"}
-    return dataclasses.replace(template, kinds=("handmade",), sites=sites, tensors=tensors)
+    task = dataclasses.replace(template.task, classes=template.task.classes[:2])  # its head has 2 outputs
+    return dataclasses.replace(template, task=task, kinds=("handmade",), sites=sites, tensors=tensors)
+
+
+def partial_delta(template: Delta) -> Delta:
+    """A subset of gamma's sites (dw: scale+bias, pw: scale): every other site must keep the base's bytes."""
+    tensors = {name: template.tensors[name] for name in ("dw/scale", "dw/bias", "pw/scale")}
+    return dataclasses.replace(template, sites={"dw": "depthwise", "pw": "conv"}, tensors=tensors)
 
 
 def golden_cases(ship: str) -> list[dict]:
@@ -136,6 +143,7 @@ def golden_cases(ship: str) -> list[dict]:
         "gamma_fp16.delta": encode_delta(gamma, "float16"),
         "delta_dw.delta": read_ship(ship, "delta_dw.delta"),
         "mixed.delta": encode_delta(mixed_delta(gamma, base)),
+        "partial.delta": encode_delta(partial_delta(gamma)),
         "gamma_v1.delta": version_1_file(read_ship(ship, "gamma.delta")),
     }
     external = to_external_buffer_layout(read("base.tflite"))
@@ -206,6 +214,13 @@ def bad_deltas(good: bytes, base: TFLiteBase) -> dict[str, bytes]:
     kernel_entry = missing_kernel["tensors"].pop()
     zeroed = bytearray(payload)
     zeroed[kernel_entry["offset"]:kernel_entry["offset"] + kernel_entry["nbytes"]] = bytes(kernel_entry["nbytes"])
+    assert first["name"] == "scale"
+
+    def scale_set(index: int, value: float) -> bytes:  # one packed site scale replaced, the trailer fixed
+        data = bytearray(good)
+        struct.pack_into("<f", data, start + first["offset"] + 4 * index, value)
+        return resign(bytes(data))
+
     padded = json.loads(json.dumps(header))
     padded["payload_bytes"] += 8
     gamma = decode_delta(good)
@@ -255,6 +270,13 @@ def bad_deltas(good: bytes, base: TFLiteBase) -> dict[str, bytes]:
         "v1_preprocessing_resize.delta": rebuild(version_1_header(header, resize=True), payload, version=1),
         "sha_uppercase.delta": edited(lambda h: set_path(h, ["meta", "base_sha256", "tflite"], sha.upper())),
         "missing_kernel.delta": rebuild(missing_kernel, bytes(zeroed)),
+        "resolution_4096.delta": edited(lambda h: set_path(h, ["meta", "task", "resolution"], 4096)),
+        "classes_more_than_head.delta": edited(lambda h: h["meta"]["task"]["classes"].append("ghost")),
+        "classes_fewer_than_head.delta": edited(lambda h: h["meta"]["task"]["classes"].pop()),
+        "site_scale_zero.delta": scale_set(3, 0.0),
+        "site_scale_denormal.delta": scale_set(9, 1e-40),
+        "site_scale_negative_zero.delta": scale_set(0, -0.0),
+        "site_scale_huge.delta": scale_set(30, -3e38),
         # Valid files that do not fit base.tflite:
         "wrong_base.delta": encode_delta(dataclasses.replace(gamma, base_sha256={"tflite": "0" * 64})),
         "onnx_only.delta": encode_delta(dataclasses.replace(gamma, base_sha256={"onnx": sha})),
@@ -268,11 +290,14 @@ def bad_deltas(good: bytes, base: TFLiteBase) -> dict[str, bytes]:
         "wrong_shape_dw_kernel.delta": ({"dw": "depthwise"}, {"dw/kernel": tensor((3, 3, 8, 1), np.float32)}),
         "head_too_wide.delta": ({"classifier": "dense"}, {"classifier/kernel": tensor((12, 5), np.float32),
                                                           "classifier/bias": tensor(5, np.float32)}),
+        "classes_past_base_head.delta": ({"stem": "conv"}, {"stem/scale": np.ones(8, np.float32)}),
         "site_missing.delta": ({"nonexistent": "conv"}, {"nonexistent/scale": np.ones(8, np.float32)}),
         "site_op_differs.delta": ({"stem": "depthwise"}, {"stem/scale": np.ones(8, np.float32)}),
     }
+    wider = dataclasses.replace(gamma.task, classes=tuple(f"c{i}" for i in range(5)))  # more than base.tflite's 3
     for name, (sites, tensors) in mismatches.items():
-        wrong[name] = encode_delta(dataclasses.replace(gamma, sites=sites, tensors=tensors))
+        task = wider if name in ("head_too_wide.delta", "classes_past_base_head.delta") else gamma.task
+        wrong[name] = encode_delta(dataclasses.replace(gamma, task=task, sites=sites, tensors=tensors))
     return wrong
 
 
@@ -476,6 +501,17 @@ def bad_int8_deltas(good: bytes, base: bytes) -> dict[str, bytes]:
         bits = np.concatenate([np.zeros(15 * channels, np.uint8), np.tile(np.array([1, 1, 0], np.uint8), channels)])
         t["refold/codes"] = np.packbits(np.concatenate([bits, np.unpackbits(np.frombuffer(packed, np.uint8))]))
 
+    mean = next(op for op in model.ops if op.opcode == "MEAN")
+    axes = mean.inputs[1]  # a constant no patch kind owns
+    weight0 = refold[0][0]
+
+    def weight_zero_point(m, t):  # a zero point on a symmetric (zero point 0) weight vector
+        m["quant"].insert(0, [weight0, 0, model.tensors[weight0].quant_zero_points[1]])
+        t["zero_point"] = np.concatenate([np.ones(m["quant"][0][2], np.int32), t["zero_point"]])
+
+    def wider_task(m, t):
+        m["task"]["classes"] = [f"c{i}" for i in range(5)]
+
     wider = [(np.append(pairs[0][0], 0).astype(np.int16), np.append(pairs[0][1], 0).astype(np.int16))] + pairs[1:]
     too_big = [(np.concatenate([[16256], pairs[0][0][1:]]).astype(np.int16), pairs[0][1])] + pairs[1:]
     flipped = bytearray(good)
@@ -535,6 +571,23 @@ def bad_int8_deltas(good: bytes, base: bytes) -> dict[str, bytes]:
         "int8_refold_input_not_scalar.delta": edit(lambda m, t: setitem(m["refold"][0], 2, many_scales)),
         "int8_refold_out_of_range.delta": edit(lambda m, t: setitem(m["refold"][-1], 2, len(model.tensors))),
         "int8_input_scale_zero.delta": edit(lambda m, t: t["scale"].__setitem__(input_at, 0)),
+        "int8_refold_scale_tiny.delta": edit(lambda m, t: t["scale"].__setitem__(input_at, 1e-14)),
+        "int8_scale_huge.delta": edit(lambda m, t: t["scale"].__setitem__(0, 3e38)),
+        "int8_scale_denormal.delta": edit(lambda m, t: t["scale"].__setitem__(1, 1e-40)),
+        "int8_scale_negative.delta": edit(lambda m, t: t["scale"].__setitem__(2, -0.01)),
+        "int8_zero_point_huge.delta": edit(lambda m, t: t["zero_point"].__setitem__(0, -(2 ** 31))),
+        "int8_zero_point_128.delta": edit(lambda m, t: t["zero_point"].__setitem__(1, 128)),
+        # Valid files that write what no patch kind owns, or lie about the head:
+        "int8_mean_axes_data.delta": edit(lambda m, t: setitem(t, f"data/{axes}", np.zeros(model.tensors[axes]
+                                                                                         .data_size, np.uint8))),
+        "int8_mean_axes_edit.delta": edit(lambda m, t: t.update({f"at/{axes}": np.array([0], np.int32),
+                                                                f"put/{axes}": np.zeros(1, np.uint8)})),
+        "int8_quant_on_constant.delta": edit(lambda m, t: m["quant"].insert(0, [axes, 0, 0])),
+        "int8_weight_zero_point.delta": edit(weight_zero_point),
+        "int8_refold_not_an_op.delta": edit(lambda m, t: setitem(m["refold"][0], 2, refold[1][2])),
+        "int8_classes_past_head.delta": edit(wider_task),
+        "int8_activation_scale_x100.delta": edit(lambda m, t: t["scale"].__setitem__(input_at, t["scale"][input_at]
+                                                                                     * 100)),
     }
 
 

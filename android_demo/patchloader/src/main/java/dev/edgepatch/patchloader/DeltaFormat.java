@@ -27,7 +27,7 @@ final class DeltaFormat {
     static final int MAX_RANK = 4;
     static final int MAX_SITES = 8192;
     static final long MIN_RESOLUTION = 8;
-    static final long MAX_RESOLUTION = 4096;
+    static final long MAX_RESOLUTION = 1024;
 
     static final String FLOAT32 = "float32";
     static final String FLOAT16 = "float16";

@@ -16,7 +16,7 @@ import java.util.Set;
  */
 final class DeltaReader {
     /** One validated meta.sites entry. */
-    private static final class SiteEntry {
+    static final class SiteEntry {
         final String name;
         final String op;
         final long channels;
@@ -44,6 +44,9 @@ final class DeltaReader {
         Map<String, String> base = baseSha256(meta.get("base_sha256"), source);
         List<SiteEntry> sites = sites(meta.get("sites"), source);
         Map<String, TensorFile.Entry> stored = checkStoredTensors(sites, file.entries, source);
+        DeltaLimits.checkHead(task.classes(), sites, source);
+        DeltaLimits.checkSiteScales(sites, stored.containsKey(TensorNames.SCALE)
+                ? file.floats(stored.get(TensorNames.SCALE)) : null, source);
         return new Delta(task, kinds, base, unpack(sites, stored, file));
     }
 

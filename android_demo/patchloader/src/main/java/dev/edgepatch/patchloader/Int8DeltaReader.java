@@ -62,6 +62,9 @@ final class Int8DeltaReader {
             throw new HeaderException(source + ": scale must be float32 [N] and zero_point int32 [M]");
         }
         List<Int8Delta.Quant> entries = quantEntries(quant, scales.shape[0], zeroPoints.shape[0], source);
+        int[] scaleBits = ints(file, scales);
+        int[] zeroPointValues = ints(file, zeroPoints);
+        Int8Limits.checkQuantValues(entries, scaleBits, zeroPointValues, source);
         Map<Integer, byte[]> data = new LinkedHashMap<Integer, byte[]>();
         Map<Integer, TensorFile.Entry[]> edited = new LinkedHashMap<Integer, TensorFile.Entry[]>();
         for (String name : names) {
@@ -99,8 +102,8 @@ final class Int8DeltaReader {
                         + " also in quant scales or bias data");
             }
         }
-        return new Int8Delta(task, base, Collections.unmodifiableList(entries), ints(file, scales),
-                ints(file, zeroPoints), Collections.unmodifiableMap(data), Collections.unmodifiableMap(edits),
+        return new Int8Delta(task, base, Collections.unmodifiableList(entries), scaleBits,
+                zeroPointValues, Collections.unmodifiableMap(data), Collections.unmodifiableMap(edits),
                 Collections.unmodifiableList(refolds));
     }
 

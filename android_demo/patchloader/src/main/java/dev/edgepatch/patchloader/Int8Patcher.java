@@ -1,7 +1,9 @@
 package dev.edgepatch.patchloader;
 
 import java.nio.ByteBuffer;
+import java.util.HashSet;
 import java.util.Map;
+import java.util.Set;
 
 /**
  * Writes an int8 delta into a copy of an int8 base: section "Applying an int8 delta" of the
@@ -15,6 +17,8 @@ final class Int8Patcher {
     private final ByteBuffer out; // the copy being patched, little-endian
     private final Int8Delta delta;
     private final String source;
+    private final Set<Long> owned = new HashSet<Long>(); // inputs 1 and 2 of the conv, depthwise and dense ops
+    private final Set<String> siteOps = new HashSet<String>(); // "input/weight/bias" of each such op
 
     private Int8Patcher(TfliteModel model, ByteBuffer base, ByteBuffer out, Int8Delta delta, String source) {
         this.model = model;
@@ -22,6 +26,24 @@ final class Int8Patcher {
         this.out = out;
         this.delta = delta;
         this.source = source;
+        for (TfliteModel.Op op : model.ops) {
+            boolean site = op.opcode == TfliteModel.CONV_2D || op.opcode == TfliteModel.DEPTHWISE_CONV_2D
+                    || op.opcode == TfliteModel.FULLY_CONNECTED;
+            if (site && op.inputs.length >= 3 && Math.min(op.inputs[0], Math.min(op.inputs[1], op.inputs[2])) >= 0) {
+                owned.add((long) op.inputs[1]);
+                owned.add((long) op.inputs[2]);
+                siteOps.add(op.inputs[0] + "/" + op.inputs[1] + "/" + op.inputs[2]);
+            }
+        }
+    }
+
+    /** The head width: the last dimension of subgraph 0's first output, 0 without one. */
+    private int headWidth() {
+        if (model.outputs.length == 0) {
+            return 0;
+        }
+        int[] shape = model.tensors.get(model.outputs[0]).shape;
+        return shape.length > 0 ? shape[shape.length - 1] : 0;
     }
 
     /** Patches {@code out}, which already holds the base bytes (both little-endian, absolute positions). */
@@ -31,15 +53,30 @@ final class Int8Patcher {
     }
 
     private void run() throws EdgepatchException {
+        int width = headWidth();
+        int classes = delta.task().classes().size();
+        if (width > 0 && classes > width) {
+            throw new ShapeMismatchException("task '" + delta.task().name() + "' has " + classes + " classes, but the head of "
+                    + source + " has " + width + " outputs");
+        }
         int scaleAt = 0;
         int zeroAt = 0;
         for (Int8Delta.Quant entry : delta.quant) {
             TfliteModel.Tensor tensor = tensor(entry.index);
+            checkQuantTarget(entry, tensor, zeroAt);
             if (entry.scales != 0 && entry.scales != tensor.scales[1]
                     || entry.zeroPoints != 0 && entry.zeroPoints != tensor.zeroPoints[1]) {
                 throw new ShapeMismatchException("tensor " + entry.index + ": delta has " + entry.scales + " scales / "
                         + entry.zeroPoints + " zero points, base " + source + " has " + tensor.scales[1] + " / "
                         + tensor.zeroPoints[1]);
+            }
+            for (int i = 0; i < entry.scales && tensor.dataOffset < 0; i++) {
+                if (!Int8Limits.ratioInBounds(Float.intBitsToFloat(delta.scaleBits[scaleAt + i]),
+                        base.getFloat((int) tensor.scales[0] + 4 * i))) {
+                    throw new NonFiniteException("int8 delta for task '" + delta.task().name() + "' sets the scale of "
+                            + "activation " + entry.index + " to more than 64 times, or less than 1/64 of, the scale in "
+                            + source);
+                }
             }
             for (int i = 0; i < entry.scales; i++) {
                 out.putInt((int) tensor.scales[0] + 4 * i, delta.scaleBits[scaleAt + i]);
@@ -87,9 +124,33 @@ final class Int8Patcher {
         return model.tensors.get((int) index);
     }
 
-    /** A tensor whose constant bytes a delta may overwrite: it has some, and shares its buffer with no tensor. */
+    /** Quantization is the task's on activations, weights and biases; no other constant; symmetric weights. */
+    private void checkQuantTarget(Int8Delta.Quant entry, TfliteModel.Tensor tensor, int zeroAt)
+            throws ShapeMismatchException {
+        if (tensor.dataOffset < 0) {
+            return;
+        }
+        if (!owned.contains(entry.index)) {
+            throw new ShapeMismatchException("int8 delta for task '" + delta.task().name() + "' sets the quantization of "
+                    + "tensor " + entry.index + ", a constant of " + source + " that is no weight or bias of a conv, "
+                    + "depthwise or dense op");
+        }
+        for (int i = 0; i < entry.zeroPoints; i++) {
+            if (delta.zeroPoints[zeroAt + i] != 0) {
+                throw new ShapeMismatchException("int8 delta for task '" + delta.task().name() + "' sets zero point "
+                        + delta.zeroPoints[zeroAt + i] + " on tensor " + entry.index + ", a weight or bias of " + source
+                        + "; those have zero point 0");
+            }
+        }
+    }
+
+    /** A tensor whose constant bytes a delta may overwrite: owned, with data, sharing its buffer with no tensor. */
     private TfliteModel.Tensor dataTensor(long index) throws EdgepatchException {
         TfliteModel.Tensor tensor = tensor(index);
+        if (!owned.contains(index)) {
+            throw new ShapeMismatchException("int8 delta for task '" + delta.task().name() + "' writes the data of tensor "
+                    + index + ", which is no weight or bias of a conv, depthwise or dense op of " + source);
+        }
         if (tensor.dataOffset < 0) {
             throw new BaseModelException(source + ": tensor " + index + " has no constant data");
         }
@@ -104,6 +165,10 @@ final class Int8Patcher {
         TfliteModel.Tensor weight = tensor(refold.weight);
         TfliteModel.Tensor bias = tensor(refold.bias);
         TfliteModel.Tensor input = tensor(refold.input);
+        if (!siteOps.contains(refold.input + "/" + refold.weight + "/" + refold.bias)) {
+            throw new ShapeMismatchException("refold of tensors " + refold.weight + "/" + refold.bias + "/" + refold.input
+                    + ": " + source + " has no conv, depthwise or dense op with that weight, bias and input");
+        }
         int channels = refold.channels();
         if (weight.type != TfliteModel.INT8 || bias.type != TfliteModel.INT32 || bias.dataSize != 4L * channels
                 || weight.scales[1] != channels || bias.scales[1] != channels || input.scales[1] != 1) {
@@ -123,11 +188,11 @@ final class Int8Patcher {
         for (int c = 0; c < channels; c++) {
             weightScale[c] = base.getFloat(weightScales + 4 * c) * factor(refold.scaleCodes[c]);
             biasScale[c] = inputScale * weightScale[c];
-            positive &= isPositive(weightScale[c]) && isPositive(biasScale[c]);
+            positive &= Int8Limits.inBounds(weightScale[c]) && Int8Limits.inBounds(biasScale[c]);
         }
         if (!positive) {
             throw new NonFiniteException("refold of tensor " + refold.weight
-                    + ": a recomputed weight or bias scale is not finite and > 0");
+                    + ": a recomputed weight or bias scale is not finite and in 1e-15..1e6");
         }
         double step = refold.biasStep;
         int[] newBias = new int[channels];
@@ -152,10 +217,6 @@ final class Int8Patcher {
     /** The factor r a scale code stands for: the float32 with bits 0x3F800000 + s * 2**16. */
     static float factor(short code) {
         return Float.intBitsToFloat(Int8DeltaReader.ONE_BITS + (code << Int8DeltaReader.SCALE_CODE_SHIFT));
-    }
-
-    private static boolean isPositive(float value) {
-        return value > 0 && !Float.isInfinite(value);
     }
 
     /**

@@ -84,6 +84,11 @@ final class SiteUpdates {
     /** Checks every site of {@code delta} against the base; writes nothing. */
     static List<Update> compute(Map<String, TfliteSites.Site> sites, Map<String, double[]> peaks, int headWidth,
             Delta delta, String source) throws EdgepatchException {
+        int classes = delta.task().classes().size();
+        if (headWidth > 0 && classes > headWidth) {
+            throw new ShapeMismatchException("task '" + delta.task().name() + "' has " + classes + " classes, but the head of "
+                    + source + " has " + headWidth + " outputs");
+        }
         List<Update> updates = new ArrayList<Update>(delta.sites().size());
         for (Delta.Site site : delta.sites()) {
             TfliteSites.Site slots = sites.get(site.name);

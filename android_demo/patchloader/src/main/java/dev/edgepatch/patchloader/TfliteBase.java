@@ -146,6 +146,11 @@ public final class TfliteBase {
         return Collections.unmodifiableList(new ArrayList<String>(sites.keySet()));
     }
 
+    /** Where site {@code name}'s kernel and bias lie in the base bytes; null if the base lacks it. */
+    TfliteSites.Site site(String name) {
+        return sites.get(name);
+    }
+
     /**
      * Checks that {@code delta} was made for this base and fits it (kind, fingerprint, site
      * names, ops and shapes; for an int8 delta, every tensor index, count and size, and the

@@ -91,11 +91,13 @@ final class TfliteModel {
 
     final List<Tensor> tensors;
     final List<Op> ops;
+    final int[] outputs; // subgraph 0's output tensor indices
     private final Map<Long, Integer> bufferUsers = new HashMap<Long, Integer>();
 
-    private TfliteModel(List<Tensor> tensors, List<Op> ops) {
+    private TfliteModel(List<Tensor> tensors, List<Op> ops, int[] outputs) {
         this.tensors = tensors;
         this.ops = ops;
+        this.outputs = outputs;
         for (Tensor tensor : tensors) {
             Integer count = bufferUsers.get(tensor.buffer);
             bufferUsers.put(tensor.buffer, count == null ? 1 : count + 1);
@@ -181,8 +183,9 @@ final class TfliteModel {
         List<Tensor> tensors = readTensors(fb, graph, buffers);
         List<Op> ops = readOps(fb, graph, opcodes, tensors.size());
         checkIndices(fb.int32s(graph, 1, "subgraph 0", "inputs"), tensors.size(), "subgraph 0 input");
-        checkIndices(fb.int32s(graph, 2, "subgraph 0", "outputs"), tensors.size(), "subgraph 0 output");
-        return new TfliteModel(tensors, ops);
+        int[] outputs = fb.int32s(graph, 2, "subgraph 0", "outputs");
+        checkIndices(outputs, tensors.size(), "subgraph 0 output");
+        return new TfliteModel(tensors, ops, outputs);
     }
 
     private static List<Tensor> readTensors(FlatBufferReader fb, FlatBufferReader.Table graph, long[] buffers)

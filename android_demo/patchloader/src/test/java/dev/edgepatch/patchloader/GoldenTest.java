@@ -7,6 +7,7 @@ import static org.junit.Assert.fail;
 
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
+import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
@@ -55,6 +56,53 @@ public class GoldenTest {
             assertTrue(what + " changes the base", !Arrays.equals(actual, TestData.bytes((String) golden.get("base"))));
         }
         assertEquals("int8 cases: exact, compact, sparse edits, rounding", 4, int8);
+    }
+
+    /**
+     * Issue 20: a delta that lists a subset of the base's sites (dw: scale+bias, pw: scale) gives Python's
+     * bytes, and every byte outside the tensors it writes (the other sites included) is the base's.
+     */
+    @Test
+    public void aPartialDeltaLeavesEverySiteItDoesNotNameBitForBitAsTheBase() throws Exception {
+        byte[] baseBytes = TestData.bytes("base.tflite");
+        TfliteBase base = TfliteBase.load(baseBytes, "base.tflite");
+        Delta partial = Delta.decode(TestData.bytes("partial.delta"), "partial.delta");
+        List<String> named = new ArrayList<String>();
+        for (Delta.Site site : partial.sites()) {
+            named.add(site.name());
+        }
+        assertEquals(Arrays.asList("dw", "pw"), named);
+        ByteBuffer model = base.apply(partial);
+        byte[] out = new byte[model.remaining()];
+        model.get(out);
+        assertSameBytes("partial.delta", TestData.bytes("expected/partial.tflite"), out);
+        boolean[] written = new boolean[out.length];
+        int untouched = 0;
+        for (String name : base.siteNames()) {
+            TfliteSites.Site site = base.site(name);
+            boolean kernelSame = sameRange(out, baseBytes, site.kernel);
+            boolean biasSame = sameRange(out, baseBytes, site.bias);
+            if (named.contains(name)) {
+                assertTrue(name + ": its scale rewrites the kernel", !kernelSame);
+                assertEquals(name + ": its bias is rewritten only if the delta has one", "pw".equals(name), biasSame);
+                Arrays.fill(written, site.kernel.offset, site.kernel.offset + 4 * site.kernel.count, true);
+                Arrays.fill(written, site.bias.offset, site.bias.offset + 4 * site.bias.count, true);
+            } else {
+                assertTrue(name + " is not in the delta, so it keeps the base's kernel and bias", kernelSame && biasSame);
+                untouched++;
+            }
+        }
+        assertEquals("stem, plain_conv and classifier", 3, untouched);
+        for (int i = 0; i < out.length; i++) {
+            if (!written[i] && out[i] != baseBytes[i]) {
+                fail("byte " + i + " lies outside the tensors the delta writes, yet differs from the base");
+            }
+        }
+    }
+
+    private static boolean sameRange(byte[] a, byte[] b, TfliteSites.Slot slot) {
+        int end = slot.offset + 4 * slot.count;
+        return Arrays.equals(Arrays.copyOfRange(a, slot.offset, end), Arrays.copyOfRange(b, slot.offset, end));
     }
 
     @Test
