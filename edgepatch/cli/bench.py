@@ -68,16 +68,19 @@ def resolve_bases(base: str, runtimes: str | None) -> dict[str, str]:
     return {runtime: found[runtime] for runtime in chosen}
 
 
-def _check_deltas(deltas: tuple[str, ...], bases: dict[str, str]) -> None:
-    """Read each delta once here, so a bad one is one line before any measuring starts."""
+def _check_deltas(deltas: tuple[str, ...], bases: dict[str, str], pubkeys: tuple[str, ...] = ()) -> None:
+    """Read each delta once here, so a bad one (or, with ``pubkeys``, an unsigned one) is one line before any measuring."""
+    from edgepatch.format.signature import trusted_keys
     from edgepatch.runtime import read_task_delta
+
+    trusted = trusted_keys(list(pubkeys)) if pubkeys else None
 
     with_sha = {}
     for runtime, path in bases.items():
         with open(path, "rb") as handle:
             with_sha[runtime] = hashlib.sha256(handle.read()).hexdigest()
     for path in deltas:
-        delta = read_task_delta(path)
+        delta = read_task_delta(path, trusted)
         fingerprints = delta.base_sha256 if isinstance(delta.base_sha256, dict) else {"tflite": delta.base_sha256}
         for runtime, sha in with_sha.items():
             if fingerprints.get(runtime) != sha:
@@ -163,8 +166,10 @@ def render(result: dict) -> str:
               help="ONNX swap mode: rebuild (a new session per task, from ORT's optimized model) or adapter (one session, weights as inputs).")
 @click.option("--csv", "csv_path", default=None, help="Also write one CSV row per configuration to this file.")
 @click.option("--plot", "plot_path", default=None, help="Also write a PNG plot of latency vs resolution.")
+@click.option("--pubkey", "pubkeys", multiple=True,
+              help="Trusted public key (PEM; repeat for rotation): every --delta needs a valid DELTA.sig by one of them.")
 @result_output(render)
-def bench(base, deltas, resolutions, runtimes, threads, runs, warmup, onnx_swap, csv_path, plot_path):
+def bench(base, deltas, resolutions, runtimes, threads, runs, warmup, onnx_swap, csv_path, plot_path, pubkeys):
     """Measure latency per resolution, init, first run, swap time and peak RSS.
 
     Each (runtime, resolution, threads) runs in a fresh process. With deltas,
@@ -182,7 +187,7 @@ def bench(base, deltas, resolutions, runtimes, threads, runs, warmup, onnx_swap,
     for path in deltas:
         if not os.path.isfile(path):
             raise MissingFileError(f"--delta '{path}' does not exist")
-    _check_deltas(config.deltas, bases)
+    _check_deltas(config.deltas, bases, pubkeys)
     for path, what in ((csv_path, "--csv"), (plot_path, "--plot")):
         if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             raise MissingFileError(f"{what}: directory of '{path}' does not exist")

@@ -39,19 +39,23 @@ def inspect(path, base_path):
 @click.option("--delta", "delta_path", required=True, help="The task's delta.")
 @click.option("--top-k", default=3, show_default=True, type=click.IntRange(1, 100))
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.option("--pubkey", "pubkeys", multiple=True,
+              help="Trusted public key (PEM; repeat for rotation): accept the delta only with a valid DELTA.sig "
+                   "by one of them. Without it a delta is integrity-checked, not authenticated.")
 @click.argument("images", nargs=-1, required=True)
 @result_output(render_classification)
-def run(base_path, delta_path, top_k, threads, images):
+def run(base_path, delta_path, top_k, threads, pubkeys, images):
     """Classify IMAGES with a task: apply its delta to the base, then run.
 
     \b
     Example:
       edgepatch run --base ship/base.tflite --delta ship/flowers.delta daisy.jpg
+      edgepatch run --base ship/base.tflite --delta ship/flowers.delta --pubkey publisher.pub daisy.jpg
     """
     from edgepatch.runtime import load_base, read_task_delta
     from edgepatch.runtime.images import load_images
 
-    delta = read_task_delta(delta_path)
+    delta = read_task_delta(delta_path, list(pubkeys) or None)
     runner = load_base(base_path, threads).apply(delta)
     batch = load_images(list(images), delta.task)
     results = [

@@ -25,10 +25,11 @@ from edgepatch.cli.demo import demo
 from edgepatch.cli.eval import eval_command
 from edgepatch.cli.inspect_run import inspect, run
 from edgepatch.cli.options import EXIT_EXPECTED_ERROR
-from edgepatch.cli.ship import keygen, pack, serve, verify
+from edgepatch.cli.ship import keygen, pack, serve, sign_delta, verify
 from edgepatch.cli.train import train
 
-COMMANDS = (train, check, convert, inspect, run, eval_command, demo, bench, cascade, pack, keygen, verify, serve)
+COMMANDS = (train, check, convert, inspect, run, eval_command, demo, bench, cascade, pack, keygen, sign_delta, verify,
+            serve)
 
 
 class OneLineErrorGroup(click.Group):

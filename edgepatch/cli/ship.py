@@ -1,4 +1,4 @@
-"""Shipping commands: ``pack``, ``keygen``, ``verify``, ``serve`` (registered on ``edgepatch.cli.main.main``).
+"""Shipping commands: ``pack``, ``keygen``, ``sign-delta``, ``verify``, ``serve`` (registered on ``edgepatch.cli.main.main``).
 
 Results go to stdout (JSON with ``--json``); errors are one line on stderr and
 exit status 2, as everywhere in the CLI. None of these imports TensorFlow.
@@ -80,6 +80,38 @@ def keygen(prefix):
 
     private_path, public_path, key_id = write_keypair(prefix)
     return {"private_key": private_path, "public_key": public_path, "key_id": key_id}
+
+
+def _render_signed(result: dict) -> str:
+    return "\n".join(f"signed {s['delta']} -> {s['signature']} (key id {result['key_id']})" for s in result["signed"])
+
+
+@click.command("sign-delta")
+@click.argument("deltas", nargs=-1, required=True)
+@click.option("--key", "key_path", required=True, help="Ed25519 private key (from `edgepatch keygen`) to sign with.")
+@result_output(_render_signed)
+def sign_delta(deltas, key_path):
+    """Sign loose deltas: write DELTA.sig beside each (a detached Ed25519 signature over its exact bytes).
+
+    Each delta is verified first (a file that is not a valid task delta is not
+    signed). Devices then accept it only with the signature:
+    `edgepatch run --pubkey`, `TaskSwitcher(trusted_keys=...)`.
+
+    \b
+    Example:
+      edgepatch sign-delta ship/flowers.delta ship/cars.int8.delta --key publisher.key
+    """
+    from edgepatch.runtime.files import read_task_delta
+    from edgepatch.ship.signing import load_private_key, write_detached_signature
+
+    load_private_key(key_path)  # a bad key is one error before any file is written
+    for path in deltas:
+        read_task_delta(path)
+    signed, key_id = [], None
+    for path in deltas:
+        signature, key_id = write_detached_signature(path, key_path)
+        signed.append({"delta": path, "signature": signature})
+    return {"key_id": key_id, "signed": signed}
 
 
 @click.command()

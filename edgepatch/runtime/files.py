@@ -7,7 +7,7 @@ import os
 from edgepatch.errors import MissingFileError, UsageError
 from edgepatch.format import delta as float_delta
 from edgepatch.format import int8_delta
-from edgepatch.format.container import TensorFile, read_tensor_file
+from edgepatch.format.container import TensorFile, decode_tensor_file, read_bytes, read_tensor_file
 from edgepatch.format.open_file import open_regular_file
 from edgepatch.runtime.onnx import OnnxBase
 from edgepatch.runtime.tflite import TFLiteBase
@@ -35,13 +35,29 @@ def load_base(path: str, num_threads: int = 1):
     return TFLiteBase(data, path, num_threads)
 
 
-def read_task_delta(path) -> float_delta.Delta | int8_delta.Int8Delta:
+def read_task_delta(path, trusted_keys=None) -> float_delta.Delta | int8_delta.Int8Delta:
     """Read and verify a float delta or an int8 delta, whichever the file is: one read, one verification.
 
-    Raises MissingFileError, DeltaFormatError (or a subclass; ``HeaderError`` for a file of
-    another kind), NonFiniteError, ShapeMismatchError.
+    Args:
+        path: the delta file.
+        trusted_keys: None checks integrity only (a loose delta is not authenticated: the spec's
+            "Integrity, not authenticity"). Else the Ed25519 keys (``{key id: key}``, PEM paths or
+            keys, as ``edgepatch.format.signature.trusted_keys`` takes them) one of which must have
+            signed the file's exact bytes in ``path + ".sig"``; the signature is checked on the bytes
+            read, before they are parsed.
+    Raises MissingFileError, SignatureError (no, a malformed or a wrong signature, an untrusted
+    key), DeltaFormatError (or a subclass; ``HeaderError`` for a file of another kind),
+    NonFiniteError, ShapeMismatchError.
     """
-    return task_delta_from_file(read_tensor_file(path, TASK_DELTA_KINDS), os.fsdecode(path))
+    if trusted_keys is None:
+        return task_delta_from_file(read_tensor_file(path, TASK_DELTA_KINDS), os.fsdecode(path))
+    from edgepatch.format import signature  # cryptography, only for a caller that checks signatures
+
+    trusted = signature.trusted_keys(trusted_keys)
+    signature_file = signature.read_detached_signature(path)
+    data, source = read_bytes(path)
+    signature.verify_detached(data, signature_file, trusted, source)
+    return task_delta_from_file(decode_tensor_file(data, TASK_DELTA_KINDS, source), source)
 
 
 def task_delta_from_file(stored: TensorFile, source: str) -> float_delta.Delta | int8_delta.Int8Delta:

@@ -31,6 +31,7 @@ reports both per configuration.
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import time
 
@@ -38,6 +39,12 @@ from edgepatch.errors import MissingFileError, UsageError
 from edgepatch.runtime.files import read_task_delta
 
 MIB = 1 << 20
+
+
+def _trusted(keys) -> dict:
+    from edgepatch.format.signature import trusted_keys  # cryptography, only for a caller that checks signatures
+
+    return trusted_keys(keys)
 
 
 def estimated_bytes(base, runner) -> int:
@@ -63,11 +70,22 @@ class TaskSwitcher:
         budget_mib: memory for resident tasks (per task, see the module docstring).
         resolution: input size to allocate each runner for (default: each task's own).
         read: reads a delta file (default ``read_task_delta``: float or int8).
+        trusted_keys: accept a delta file only with a valid detached signature (``path + ".sig"``)
+            by one of these Ed25519 keys (PEM paths or keys; see ``read_task_delta``). None (the
+            default) checks integrity only. Not with ``read``.
+    Raises:
+        UsageError: a bad budget, or both ``read`` and ``trusted_keys``.
+        MissingFileError, KeyFileError: a trusted key file is missing or not an Ed25519 public key.
     """
 
-    def __init__(self, base, budget_mib: float = 64, resolution: int | None = None, read=None):
+    def __init__(self, base, budget_mib: float = 64, resolution: int | None = None, read=None, trusted_keys=None):
         if not budget_mib > 0:
             raise UsageError(f"budget_mib must be > 0. Received {budget_mib!r}")
+        if read is not None and trusted_keys is not None:
+            raise UsageError("give TaskSwitcher a read function or trusted_keys, not both")
+        if trusted_keys is not None:
+            trusted = _trusted(trusted_keys)  # loaded once, checked on every miss
+            read = functools.partial(read_task_delta, trusted_keys=trusted)
         self.base, self.resolution, self._read = base, resolution, read or read_task_delta
         self.budget_bytes = int(budget_mib * MIB)
         self._resident: collections.OrderedDict = collections.OrderedDict()  # key -> (runner, bytes)

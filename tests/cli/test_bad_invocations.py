@@ -71,6 +71,10 @@ BAD_INVOCATIONS = [
     # pack
     ["pack"], ["pack", D], ["pack", D, "--out", "{tmp}/b"], ["pack", M, "--out", "{tmp}/b", "--model-version", "1"],
     ["pack", D, "--out", "{tmp}/b", "--model-version", "1"], ["pack", D, "--bogus"], ["pack", "--out"],
+    # sign-delta
+    ["sign-delta"], ["sign-delta", M], ["sign-delta", "--key", M], ["sign-delta", M, "--key", M],
+    ["sign-delta", J, "--key", "{tmp}/notes.txt"], ["sign-delta", J, "--key"], ["sign-delta", J, "--key", M, "--bogus"],
+    RUN + ["x.png", "--pubkey"], RUN + ["x.png", "--pubkey", M], BENCH + ["--pubkey"],
     # verify
     ["verify"], ["verify", M], ["verify", D], ["verify", D, "--bogus"], ["verify", "--pubkey"], ["verify", D, "extra"],
     # serve
