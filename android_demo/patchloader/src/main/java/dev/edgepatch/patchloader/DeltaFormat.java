@@ -25,6 +25,8 @@ final class DeltaFormat {
     static final int MAX_TENSORS = 8192;
     static final int MAX_NAME_BYTES = 256;
     static final int MAX_RANK = 4;
+    /** The product of a tensor's dimensions, zeros counted as 1, is at most this (2^28). */
+    static final long MAX_TENSOR_ELEMENTS = 1L << 28;
     static final int MAX_SITES = 8192;
     static final long MIN_RESOLUTION = 8;
     static final long MAX_RESOLUTION = 1024;

@@ -53,7 +53,7 @@ final class DeltaReader {
     static Delta.Task task(Object value, int version, String source) throws HeaderException {
         Map<String, Object> task = HeaderRules.checkKeys(value, DeltaFormat.TASK_KEYS, "meta.task", source);
         Object name = task.get("name");
-        if (!(name instanceof String) || ((String) name).isEmpty()) {
+        if (!HeaderRules.isText(name)) {
             throw new HeaderException(source + ": meta.task.name must be a non-empty string, got " + Text.show(name));
         }
         List<String> classes = HeaderRules.stringList(task.get("classes"), "meta.task.classes", source);
@@ -128,8 +128,9 @@ final class DeltaReader {
         Map<String, String> result = new LinkedHashMap<String, String>();
         for (Map.Entry<?, ?> item : ((Map<?, ?>) value).entrySet()) {
             String key = (String) item.getKey();
-            if (key.isEmpty()) {
-                throw new HeaderException(source + ": " + where + " keys must be non-empty strings, got ''");
+            if (!HeaderRules.isText(key)) {
+                throw new HeaderException(source + ": " + where + " keys must be non-empty strings, got "
+                        + Text.show(key));
             }
             if (!HeaderRules.isSha256Hex(item.getValue())) {
                 throw new HeaderException(source + ": " + where + "[" + Text.quote(key)

@@ -58,14 +58,19 @@ final class HeaderRules {
         return map;
     }
 
-    /** A non-empty array of unique non-empty strings. */
+    /** A non-empty string of Unicode scalar values (no unpaired surrogate from a JSON escape). */
+    static boolean isText(Object value) {
+        return value instanceof String && Text.utf8Length((String) value) > 0;
+    }
+
+    /** A non-empty array of unique non-empty strings of Unicode scalar text. */
     static List<String> stringList(Object value, String where, String source) throws HeaderException {
         boolean ok = value instanceof List && !((List<?>) value).isEmpty();
         List<String> result = new ArrayList<String>();
         Set<String> seen = new HashSet<String>();
         if (ok) {
             for (Object item : (List<?>) value) {
-                if (!(item instanceof String) || ((String) item).isEmpty() || !seen.add((String) item)) {
+                if (!isText(item) || !seen.add((String) item)) {
                     ok = false;
                     break;
                 }

@@ -41,7 +41,8 @@ public abstract class TaskDelta {
     }
 
     /**
-     * Reads and verifies a delta file of either kind. Its size is checked before a byte is read.
+     * Reads and verifies a delta file of either kind. Its size is checked before a byte is read, its magic,
+     * version and header length before the header is read, and the size the header promises before the rest.
      *
      * @throws MissingFileException the path does not exist or is not a regular file
      * @throws EdgepatchException as {@link #decode(ByteBuffer, String)}, naming the path
@@ -51,11 +52,17 @@ public abstract class TaskDelta {
         return decode(readBytes(file), file.getPath());
     }
 
+    /** The file's bytes, read as the spec's step 2 says: the preamble and header first, the rest once they hold. */
     static byte[] readBytes(File file) throws EdgepatchException, IOException {
         return FileBytes.read(file, DeltaFormat.MAX_FILE_BYTES, new FileBytes.SizeCheck() {
             @Override
             public void check(long size, String path) throws EdgepatchException {
                 TensorFileReader.checkFileSize(size, path);
+            }
+        }, new FileBytes.Gate() {
+            @Override
+            public int next(byte[] data, int filled, long size, String path) throws EdgepatchException {
+                return TensorFileReader.nextToRead(data, filled, size, path);
             }
         });
     }

@@ -38,7 +38,7 @@ final class TensorFileReader {
         ByteBuffer data = input.slice().order(ByteOrder.LITTLE_ENDIAN);
         int size = data.remaining();
         checkFileSize(size, source);
-        int headerLen = checkPreamble(data, source);
+        int headerLen = checkPreamble(data, size, source);
         int start = DeltaFormat.PREAMBLE_BYTES + headerLen;
         Object header = null;
         String parseError = null;
@@ -83,7 +83,37 @@ final class TensorFileReader {
         }
     }
 
-    private static int checkPreamble(ByteBuffer data, String source) throws EdgepatchException {
+    /**
+     * The reading gate of a file of {@code size} bytes (spec, verification step 2): given the bytes read so far
+     * (the first {@code filled} of {@code data}), checks what they allow and says how many more bytes to read
+     * before the next call, 0 when the rest may be read. The 16 preamble bytes, then the header, then the rest
+     * only if the header promises the size the file has; a header that does not parse waits for the checksum.
+     */
+    static int nextToRead(byte[] data, int filled, long size, String source) throws EdgepatchException {
+        if (filled < DeltaFormat.PREAMBLE_BYTES) {
+            return DeltaFormat.PREAMBLE_BYTES - filled;
+        }
+        ByteBuffer head = ByteBuffer.wrap(data, 0, filled).order(ByteOrder.LITTLE_ENDIAN);
+        int headerLen = checkPreamble(head, size, source);
+        if (filled < DeltaFormat.PREAMBLE_BYTES + headerLen) {
+            return DeltaFormat.PREAMBLE_BYTES + headerLen - filled;
+        }
+        Object header;
+        try {
+            header = Json.parse(Utf8.decode(head, DeltaFormat.PREAMBLE_BYTES, headerLen));
+        } catch (Utf8.DecodeException | Json.ParseException error) {
+            return 0;
+        }
+        if (header instanceof Map) {
+            Object payload = ((Map<?, ?>) header).get("payload_bytes");
+            if (HeaderRules.isInt(payload, 0, DeltaFormat.MAX_FILE_BYTES)) {
+                checkTotalSize(size, headerLen, ((Long) payload).longValue(), source);
+            }
+        }
+        return 0;
+    }
+
+    private static int checkPreamble(ByteBuffer data, long size, String source) throws EdgepatchException {
         byte[] magic = new byte[8];
         for (int i = 0; i < magic.length; i++) {
             magic[i] = data.get(i);
@@ -113,8 +143,8 @@ final class TensorFileReader {
                     + DeltaFormat.HEADER_ALIGN);
         }
         long needed = DeltaFormat.PREAMBLE_BYTES + headerLen + DeltaFormat.TRAILER_BYTES;
-        if (data.remaining() < needed) {
-            throw new TruncatedFileException(source + ": file is " + data.remaining()
+        if (size < needed) {
+            throw new TruncatedFileException(source + ": file is " + size
                     + " bytes, too short for header_len " + headerLen + " (needs at least " + needed + ")");
         }
         return (int) headerLen;
@@ -251,6 +281,15 @@ final class TensorFileReader {
                 throw new HeaderException(source + ": " + where + ": " + key + " must be an integer in 0.."
                         + DeltaFormat.MAX_FILE_BYTES + ", got " + Text.show(item.get(key)));
             }
+        }
+        BigInteger elements = BigInteger.ONE;
+        for (long dim : shape) {
+            elements = elements.multiply(BigInteger.valueOf(Math.max(dim, 1)));
+        }
+        if (elements.compareTo(BigInteger.valueOf(DeltaFormat.MAX_TENSOR_ELEMENTS)) > 0) {
+            throw new HeaderException(source + ": " + where + ": shape " + Text.shape(shape) + " has " + elements
+                    + " elements (zero dimensions counted as 1), more than MAX_TENSOR_ELEMENTS ("
+                    + DeltaFormat.MAX_TENSOR_ELEMENTS + ")");
         }
         long nbytes = ((Long) item.get("nbytes")).longValue();
         BigInteger needed = BigInteger.valueOf(DeltaFormat.itemSize((String) dtype));
