@@ -160,3 +160,36 @@ def test_image_bombs_are_refused_before_decoding(small_ship, tmp_path):
         result = CliRunner().invoke(main, ["run", "--base", str(ship / "base.tflite"),
                                            "--delta", str(ship / "gamma.delta"), str(image)])
         assert (result.exit_code, result.stderr, result.stdout) == (2, message + "\n", "")
+
+
+# The CLI reads a task delta of either kind, so two corpus cases that a kind-specific reader
+# refuses by its kind get the general reader's error instead.
+RUN_MESSAGES = {
+    "bad/file_kind_patch.delta": "bad/file_kind_patch.delta: file_kind: expected one of delta, int8_delta, got 'patch'",
+    ("base_int8_compact.tflite", "gamma.delta"): "float delta for task 'gamma' needs a float base; "
+                                                 "base_int8_compact.tflite is an int8 base (it takes int8 deltas)",
+}
+
+
+def test_every_corpus_case_through_run_is_its_error_line(tmp_path, monkeypatch):
+    """Each file of the shared bad-input corpus (tests/corpus) through `edgepatch run`: its exact message."""
+    import json
+    import os
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    shutil.copytree(os.path.join(repo, "tests", "corpus", "bad"), tmp_path / "bad")
+    for name in ("base.tflite", "base_int8_compact.tflite", "gamma.delta"):
+        shutil.copy(os.path.join(repo, "android_demo", "patchloader", "testdata", name), tmp_path / name)
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "x.png")
+    with open(os.path.join(repo, "tests", "corpus", "bad.json"), encoding="utf-8") as handle:
+        cases = json.load(handle)
+    monkeypatch.chdir(tmp_path)  # the corpus names files relative to its folder
+    for case in cases:
+        delta = case["delta"] or "gamma.delta"
+        result = CliRunner().invoke(main, ["run", "--base", case["base"], "--delta", delta, "x.png"])
+        expected = RUN_MESSAGES.get(case["delta"], RUN_MESSAGES.get((case["base"], delta), case["message"]))
+        assert (result.exit_code, result.stderr, result.stdout) == (2, f"error: {expected}\n", ""), case

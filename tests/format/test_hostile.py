@@ -15,7 +15,7 @@ from edgepatch.format.container import MAX_FILE_BYTES, MAX_TENSOR_ELEMENTS, enco
 from edgepatch.format.delta import read_delta
 from tests.helpers.mutations import join, split
 
-META = {"task": {"name": "t", "classes": ["a"], "resolution": 96,
+META = {"task": {"name": "t", "classes": ["a", "b"], "resolution": 96,  # the 2-wide head's 2 classes
                  "preprocessing": {"channels": "rgb", "offset": [0.0, 0.0, 0.0], "scale": [1.0, 1.0, 1.0]}},
         "kinds": ["scale_bias"], "base_sha256": {"tflite": "ab" * 32},
         "sites": [["logits", "dense", 2, "bias"]]}
