@@ -109,3 +109,15 @@ def test_the_cli_signs_and_then_runs_only_signed_deltas(ship):
     stranger = run[:-3] + ["--pubkey", keys["stranger"][1], image]
     assert _one_error(CliRunner().invoke(main, stranger)) == (
         f"error: {delta}: signed by key {keys['publisher'][2]}, which is not trusted (trusted: {keys['stranger'][2]})")
+
+
+def test_bench_checks_every_delta_signature_before_measuring(ship):
+    root, keys = ship
+    delta = str(root / "gamma.delta")
+    bench = ["bench", "--base", str(root / "base.tflite"), "--delta", delta, "--pubkey", keys["publisher"][1],
+             "--resolutions", "32", "--threads", "1", "--runs", "1", "--warmup", "0"]
+    assert _one_error(CliRunner().invoke(main, bench)) == (
+        f"error: {delta}: no valid detached signature: signature '{delta}.sig' does not exist")
+    write_detached_signature(delta, keys["stranger"][0])
+    assert _one_error(CliRunner().invoke(main, bench)) == (
+        f"error: {delta}: signed by key {keys['stranger'][2]}, which is not trusted (trusted: {keys['publisher'][2]})")
