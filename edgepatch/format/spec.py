@@ -520,7 +520,9 @@ a ``WrongBaseError``). In this order, before anything is written:
    in site order and each channel c in order, the product, in float64, of
    ``|scale[c]|`` and the largest ``|value|`` of the base kernel's channel c
    must not exceed the float32 maximum; the first that does is a
-   ``NonFiniteError`` naming the site's scale tensor and c.
+   ``NonFiniteError`` naming the site's scale tensor and c. (A loader that
+   also takes deltas built in memory, which skipped the reader, checks the
+   bounds of *Float delta* step 11 f first, in the same order.)
 
 Then the patched model is a copy of the base bytes in which, for each site
 of the delta:
