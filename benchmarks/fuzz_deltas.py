@@ -15,6 +15,19 @@ judges the reader:
   must be 0);
 * every changed manifest must fail its signature.
 
+Then four structured families (``fuzz_families.py``), each ``--cases`` cases: float and int8
+deltas (the int8 ones are the golden compact and exact deltas of the Java loader's test
+data, on their own bases), with one field changed (``single``) or 2 to 4 at once
+(``multi``: e.g. a tensor's shape, nbytes and bytes, and the site entry or class list that
+should match them). Each mutant is decoded, applied and run; must be 0:
+
+* ``crashes`` (anything but an EdgepatchError), ``hangs`` (a case over ``DEADLINE_S``),
+  ``allocations_over_limit`` (decode peak over 4x the file + 1 MiB);
+* ``oracle_failures``: an applied mutant that changed bytes it may not, or broke a limit
+  of the spec (``fuzz_families`` docstring); ``ran_non_finite``; ``cli_failures``:
+  ``edgepatch inspect`` or ``run`` on an accepted mutant ended other than exit 0, or exit
+  2 with exactly one ``error:`` line.
+
 Usage::
 
     python benchmarks/fuzz_deltas.py --cases 10000 --seed 0 [--ship DIR] [--out result.json]
@@ -37,11 +50,13 @@ import tracemalloc
 
 import numpy as np
 
-from ship_fixture import ensure_ship, use_repo_paths
+from ship_fixture import REPO, ensure_ship, use_repo_paths
 
 use_repo_paths()
 
 from helpers.mutations import judge_delta, judge_manifest, mutate_delta, mutate_manifest  # noqa: E402
+from fuzz_families import MUST_BE_ZERO, fuzz_structured, structured_targets  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from edgepatch.ship.bundle import pack_bundle, ship_inputs  # noqa: E402
 from edgepatch.format.delta import decode_delta, encode_delta  # noqa: E402
@@ -126,39 +141,58 @@ def fuzz_manifests(original: bytes, signature: bytes, trusted: dict, cases: int,
     return report
 
 
+STRUCTURED = {"float_single": ("float", (1, 1)), "float_multi": ("float", (2, 4)),
+              "int8_single": ("int8", (1, 1)), "int8_multi": ("int8", (2, 4))}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", type=int, default=10_000, help="mutations of the delta (and of the manifest)")
+    parser.add_argument("--cases", type=int, default=10_000, help="mutations per family")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ship", default=None, help="a convert output dir (default: build a small one)")
+    parser.add_argument("--families", default="single,manifest," + ",".join(STRUCTURED),
+                        help="which to run (default: all): single (the float delta, one field of the container), "
+                             "manifest, " + ", ".join(STRUCTURED))
+    parser.add_argument("--cli-every", type=int, default=1,
+                        help="run `edgepatch inspect` and `run` on every N-th accepted structured mutant (default: all)")
     parser.add_argument("--out", default=None, help="also write the JSON result here")
     args = parser.parse_args()
-    if args.cases < 1:
-        parser.error(f"--cases must be >= 1; received {args.cases}")
+    families = [f.strip() for f in args.families.split(",") if f.strip()]
+    unknown = sorted(set(families) - {"single", "manifest", *STRUCTURED})
+    if args.cases < 1 or args.cli_every < 1 or unknown:
+        parser.error(f"--cases must be >= 1 and --families known; received {args.cases}, unknown {unknown}")
     started = time.perf_counter()
+    result = {"seed": args.seed, "ship": args.ship or "built: small CNN, task gamma"}
     with tempfile.TemporaryDirectory(prefix="edgepatch-fuzz-") as work:
         ship = ensure_ship(args.ship, work)
         bases, deltas = ship_inputs(ship)
-        private, public, _ = write_keypair(os.path.join(work, "key"))
-        bundle = pack_bundle(bases, deltas[:1], os.path.join(work, "bundle"), "1", private)
         read = lambda *parts: open(os.path.join(*parts), "rb").read()  # noqa: E731
-        runtime_bases = {fmt: load_base(path) for fmt, path in bases.items()}
-        result = {
-            "seed": args.seed,
-            "ship": args.ship or "built: small CNN, task gamma",
-            "delta": fuzz_deltas(read(deltas[0]), runtime_bases, args.cases, args.seed),
-            "manifest": fuzz_manifests(read(bundle.path, "manifest.json"), read(bundle.path, "manifest.sig"),
-                                       trusted_keys(public), args.cases, args.seed),
-        }
+        if "single" in families:
+            runtime_bases = {fmt: load_base(path) for fmt, path in bases.items()}
+            result["delta"] = fuzz_deltas(read(deltas[0]), runtime_bases, args.cases, args.seed)
+        if "manifest" in families:
+            private, public, _ = write_keypair(os.path.join(work, "key"))
+            bundle = pack_bundle(bases, deltas[:1], os.path.join(work, "bundle"), "1", private)
+            result["manifest"] = fuzz_manifests(read(bundle.path, "manifest.json"), read(bundle.path, "manifest.sig"),
+                                                trusted_keys(public), args.cases, args.seed)
+        targets = structured_targets(deltas[0], list(bases.values()), REPO)
+        image = os.path.join(work, "image.png")
+        Image.fromarray(np.full((48, 48, 3), 128, np.uint8)).save(image)
+        for family in (f for f in families if f in STRUCTURED):
+            kind, fields = STRUCTURED[family]
+            result[family] = fuzz_structured(targets[kind], fields, args.cases, f"{args.seed}/{family}", work, image,
+                                             args.cli_every)
     result["seconds"] = round(time.perf_counter() - started, 1)
     text = json.dumps(result, indent=2, sort_keys=True)
     print(text)
     if args.out:
         with open(args.out, "w") as handle:
             handle.write(text + "\n")
-    bad = [result["delta"][k] for k in ("crashes", "accepted_invalid", "allocations_over_limit",
-                                                   "ran_non_finite")] + [
-        result["manifest"][k] for k in ("crashes", "accepted_invalid", "signature_accepted_changed")]
+    bad = [result["delta"][k] for k in ("crashes", "accepted_invalid", "allocations_over_limit", "ran_non_finite")
+           if "delta" in result]
+    bad += [result["manifest"][k] for k in ("crashes", "accepted_invalid", "signature_accepted_changed")
+            if "manifest" in result]
+    bad += [result[family][k] for family in STRUCTURED if family in result for k in MUST_BE_ZERO]
     return 1 if any(bad) else 0
 
 

@@ -3,7 +3,10 @@
 Readers raise only EdgepatchError subclasses; they accept a mutated file only
 if it is still valid (reference check + round trip); a runtime base returns
 a model only for such a delta, and that model returns finite logits or a
-NonFiniteError; a signed manifest accepts no changed byte.
+NonFiniteError; a signed manifest accepts no changed byte. The structured
+families (benchmarks/fuzz_families.py: float and int8, one field or several
+changed together) also hold every applied mutant to the semantic oracle and
+run ``edgepatch inspect`` and ``run`` on each accepted one.
 """
 
 from __future__ import annotations
@@ -80,3 +83,29 @@ def test_arbitrary_bytes(originals, data):
     for reader in (decode, parse_manifest, lambda b: verify_manifest(originals[2], b, originals[4])):
         with pytest.raises(EdgepatchError):
             reader(data)
+
+
+STRUCTURED = {"float_single": ("float", (1, 1)), "float_multi": ("float", (2, 4)),
+              "int8_single": ("int8", (1, 1)), "int8_multi": ("int8", (2, 4))}
+
+
+@pytest.mark.parametrize("family", list(STRUCTURED))
+def test_structured_mutants_never_crash_hang_or_break_the_oracle(small_ship, tmp_path, family):
+    import sys
+
+    from conftest import REPO
+    from PIL import Image
+
+    sys.path.insert(0, REPO)
+    from benchmarks.fuzz_families import MUST_BE_ZERO, fuzz_structured, structured_targets
+
+    ship = small_ship[0]
+    targets = structured_targets(str(ship / "gamma.delta"), [str(ship / "base.tflite"), str(ship / "base.onnx")],
+                                 REPO)
+    image = str(tmp_path / "image.png")
+    Image.fromarray(np.full((48, 48, 3), 128, np.uint8)).save(image)
+    kind, fields = STRUCTURED[family]
+    report = fuzz_structured(targets[kind], fields, 120, f"test/{family}", str(tmp_path), image)
+    assert {key: report[key] for key in MUST_BE_ZERO} == dict.fromkeys(MUST_BE_ZERO, 0), report["examples"]
+    verdicts = report["verdicts"]
+    assert verdicts["rejected"] and report["accepted"] and report["cli_runs"] == 2 * report["accepted"], verdicts
