@@ -170,7 +170,8 @@ def _write_task_delta(stage: str, shared: FoldedBase, patch_path: str, patch: Ta
     """Pass 3, per task: write ``<task>.delta``, check it on every base; return the Keras task model."""
     name = patch.task.name
     model = task_model(shared.checkpoint, patch, patch_path)
-    delta = make_delta(shared.sites, shared.folded, fold_batchnorm(model), patch.task, patch.kinds, result.base_sha256)
+    delta = make_delta(shared.sites, shared.folded, fold_batchnorm(model), patch.task, patch.kinds, result.base_sha256,
+                       patch.selection)
     delta_path = os.path.join(stage, f"{name}.delta")
     result.delta_bytes[name] = write_delta(delta_path, delta, dtype)
     result.deltas[name] = os.path.join(result.out_dir, f"{name}.delta")

@@ -4,10 +4,11 @@ Which tensors a site carries comes from the patch-kind registry
 (``PatchKind.delta_roles``). A ``scale`` is the per-output-channel ratio
 ``s_task / s_base`` of the BN multipliers, so the runtime re-folds the task
 into the shared kernel as ``kernel_base · scale``. Where the base's
-multiplier is 0 on some channel (γ = 0) no ratio exists, and the site ships
-its full folded kernel instead; the delta never holds inf or NaN. A ratio of
-exactly 1 on every channel (a BN without γ whose statistics stayed frozen)
-is left out: a delta ships only what its task changes.
+multiplier is 0 on some channel (γ = 0) no ratio exists (nor where the ratio
+leaves the spec's bounds), and the site ships its full folded kernel instead;
+the delta never holds inf or NaN. A ratio of exactly 1 on every channel (a BN
+without γ whose statistics stayed frozen) is left out: a delta ships only what its task changes, and a budgeted patch's
+sites outside its selection are not in the delta at all (the base's values serve).
 """
 
 from __future__ import annotations
@@ -17,24 +18,28 @@ import numpy as np
 from converters.fold import FoldedSite
 from edgepatch.errors import NonFiniteError
 from edgepatch.format.delta import Delta, TaskInfo
+from edgepatch.format.delta_limits import MAX_ABS_SITE_SCALE, MIN_ABS_SITE_SCALE
 from edgepatch.format.names import BIAS, KERNEL, SCALE, tensor_name
-from edgepatch.kinds import get_kind
+from edgepatch.kinds import site_delta_roles
 from edgepatch.kinds.keras_sites import Site
 
 
-def site_roles(site: Site, kinds) -> set[str]:
-    roles = {role for name in kinds for role in get_kind(name).delta_roles(site)}
+def site_roles(site: Site, kinds, selection=None) -> set[str]:
+    roles = site_delta_roles(site, kinds, selection)
     if KERNEL in roles:
         roles.discard(SCALE)  # a full kernel already holds the task's scale
     return roles
 
 
 def scale_ratio(task: FoldedSite, base: FoldedSite) -> np.ndarray | None:
-    """``s_task / s_base`` per channel, or None where the base scale is 0 or the ratio overflows."""
+    """``s_task / s_base`` per channel, or None where the base scale is 0 or the ratio leaves the spec's
+    bounds (``MIN_ABS_SITE_SCALE``..``MAX_ABS_SITE_SCALE``): then the site ships its full kernel."""
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         ratio = task.scale.astype(np.float64) / base.scale.astype(np.float64)
-    ratio = ratio.astype(np.float32)
-    return ratio if np.all(np.isfinite(ratio)) else None
+    magnitude = np.abs(ratio)
+    if not np.all(np.isfinite(ratio)) or np.any((magnitude < MIN_ABS_SITE_SCALE) | (magnitude > MAX_ABS_SITE_SCALE)):
+        return None
+    return ratio.astype(np.float32)
 
 
 def make_delta(
@@ -44,12 +49,16 @@ def make_delta(
     info: TaskInfo,
     kinds,
     base_sha256: dict[str, str],
+    selection=None,
 ) -> Delta:
-    """Build the delta that turns the base (folded) into the task (folded)."""
+    """Build the delta that turns the base (folded) into the task (folded).
+
+    ``selection``: a budgeted patch's private layers; the sites it leaves out are not in the delta.
+    """
     tensors: dict[str, np.ndarray] = {}
     ops: dict[str, str] = {}
     for site in sites:
-        roles = site_roles(site, kinds)
+        roles = site_roles(site, kinds, selection)
         if not roles:
             continue
         ratio = scale_ratio(task[site.name], base[site.name]) if SCALE in roles else None

@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from edgepatch.errors import EdgepatchError, MissingFileError, ModelStructureError, UsageError
 
 _CONV_REMEDY = ("rebuild it with data_format='channels_last' (the default) and copy the weights over "
@@ -220,9 +222,18 @@ def _sites(model, kinds) -> list[dict] | None:
         sites = find_sites(model)
     except ModelStructureError:
         return None  # the refusals say why
-    return [{"name": site.name, "op": site.op, "bn": site.bn.name if site.bn is not None else None,
-             "kinds": {k: list(get_kind(k).delta_roles(site)) for k in kinds if get_kind(k).delta_roles(site)}}
-            for site in sites]
+    reports = []
+    for site in sites:
+        owners = [get_kind(k) for k in kinds if get_kind(k).delta_roles(site)]
+        reports.append({"name": site.name, "op": site.op, "bn": site.bn.name if site.bn is not None else None,
+                        "kinds": {kind.name: list(kind.delta_roles(site)) for kind in owners},
+                        "parameters": {kind.name: _layer_parameters(kind, kind.site_layer(site)) for kind in owners}})
+    return reports
+
+
+def _layer_parameters(kind, layer) -> int:
+    """What ``kind`` trains in ``layer``: a budget (``train --budget``) keeps or shares a site's layer as one unit."""
+    return sum(int(np.prod(v.shape)) for v in kind.trainable_variables(layer))
 
 
 def _parameters(model, kinds) -> dict:

@@ -46,12 +46,14 @@ def _find_base(delta_path: str, base_path: str | None, name: str) -> str | None:
 def _float_delta(delta, dtypes: list[str]) -> dict:
     from edgepatch.format.names import split_name
 
-    by_role = Counter()
+    by_role, by_site = Counter(), Counter()
     for name, value in delta.tensors.items():
-        by_role[split_name(name)[1]] += int(value.size)
+        site, role = split_name(name)
+        by_role[role] += int(value.size)
+        by_site[site] += int(value.size)
     return {"kind": "delta", "kinds": list(delta.kinds), "dtype": dtypes, "sites": len(delta.sites),
             "tensors": len(delta.tensors), "parameters": sum(by_role.values()), "parameters_by_role": dict(by_role),
-            "base_sha256": delta.base_sha256}
+            "parameters_by_site": {site: by_site[site] for site in delta.sites}, "base_sha256": delta.base_sha256}
 
 
 def _int8_delta(delta, dtypes: list[str]) -> dict:
@@ -91,6 +93,10 @@ def describe_delta(path: str, base_path: str | None) -> dict:
     if base is not None:
         base_bytes = _size(base)
         result.update(base=base, base_bytes=base_bytes, percent_of_base=100.0 * size / base_bytes)
+        if isinstance(delta, Delta):  # a budgeted task patches some sites; the others run as the base has them
+            from edgepatch.runtime import load_base
+
+            result.update(base_sites_not_patched=len(set(load_base(base).sites) - set(delta.sites)))
     return result
 
 
@@ -112,6 +118,7 @@ def describe_patch(path: str) -> dict:
         "parameters": int(sum(np.prod(v.shape) for v in patch.tensors.values())),
         "bytes": size,
         "training": patch.training,
+        **({"selection": list(patch.selection)} if patch.selection is not None else {}),
     }
 
 
@@ -157,6 +164,10 @@ def render(info: dict) -> str:
             continue
         if key == "preprocessing":
             value = _preprocessing_line(value)
+        elif key == "parameters_by_site":
+            lines.append(f"  {key}:")
+            lines += [f"    {site}: {count:,}" for site, count in value.items()]
+            continue
         elif isinstance(value, float):
             value = f"{value:.3f}"
         elif isinstance(value, int):

@@ -21,7 +21,7 @@ def _quiet_tensorflow() -> None:
 
 def train_command(*, backbone, alpha, resolution, weights, data_dir, task_name, patch_spec, epochs, lr,
                   batch_size, bn_stats, bn_momentum, holdout, seed, out_dir, strategy="none",
-                  preprocessing="auto", quiet=False) -> dict:
+                  preprocessing="auto", quiet=False, budget=None, selector="score") -> dict:
     """Transfer-train one task; write OUT/base.keras and OUT/<task>.patch.
 
     ``backbone`` None: mobilenet_v2 when building, no family (for ``preprocessing="auto"``) for a checkpoint.
@@ -37,7 +37,7 @@ def train_command(*, backbone, alpha, resolution, weights, data_dir, task_name, 
     trained = parse_trained_kinds(patch_spec)
     config = TrainConfig(trained=trained, epochs=epochs, learning_rate=lr, batch_size=batch_size,
                          bn_stats=bn_stats or DEFAULT_BN_STATS, bn_momentum=bn_momentum, seed=seed,
-                         backup_dir=os.path.join(out_dir, ".train-backup"))
+                         backup_dir=os.path.join(out_dir, ".train-backup"), budget=budget, selector=selector)
     split = scan_image_folders(data_dir, holdout, seed)
     name = task_name or os.path.basename(os.path.normpath(data_dir))
     _quiet_tensorflow()
@@ -111,7 +111,8 @@ def print_notes(notes) -> None:
 
 
 def multitask_command(*, backbone, alpha, weights, tasks, private_spec, epochs, lr, batch_size, seed,
-                      out_dir, strategy="none", preprocessing="auto", quiet=False) -> dict:
+                      out_dir, strategy="none", preprocessing="auto", quiet=False, budget=None,
+                      selector="score") -> dict:
     """Train several tasks at once (shared weights + a private patch each).
 
     ``tasks`` is a list of (name, data_dir, resolution); the same data_dir at
@@ -120,7 +121,7 @@ def multitask_command(*, backbone, alpha, weights, tasks, private_spec, epochs, 
     from edgepatch.format.delta import TaskInfo
     from edgepatch.kinds import parse_kinds
     from edgepatch.train.data import scan_image_folders
-    from edgepatch.train.multitask import MultiTaskConfig, TaskRun, train_multitask
+    from edgepatch.train.multitask import MultiTaskConfig, TaskRun, shared_base, train_multitask
     from edgepatch.train.patchfile import write_patch
     from edgepatch.train.strategy import make_strategy
 
@@ -131,7 +132,8 @@ def multitask_command(*, backbone, alpha, weights, tasks, private_spec, epochs, 
         raise UsageError(f"task names must be unique. Received {names}")
     private = () if private_spec == "none" else parse_kinds(private_spec)
     config = MultiTaskConfig(private=private, epochs=epochs, learning_rate=lr or 1e-3,
-                             batch_size=batch_size, seed=seed, checkpoint_dir=os.path.join(out_dir, ".checkpoints"))
+                             batch_size=batch_size, seed=seed, checkpoint_dir=os.path.join(out_dir, ".checkpoints"),
+                             budget=budget, selector=selector)
     splits = [scan_image_folders(data_dir, seed=seed) for _, data_dir, _ in tasks]
     _quiet_tensorflow()
     distribution = make_strategy(strategy)  # before any other TensorFlow work
@@ -143,7 +145,7 @@ def multitask_command(*, backbone, alpha, weights, tasks, private_spec, epochs, 
     os.makedirs(out_dir, exist_ok=True)
     train_multitask(base, runs, config, distribution, verbose=0 if quiet else 1)
     base_path = os.path.join(out_dir, "base.keras")
-    _save_model_atomic(runs[0].model, base_path)  # task 0 holds the base's own layers
+    _save_model_atomic(shared_base(base, runs), base_path)
     report = []
     for run in runs:
         patch_path = os.path.join(out_dir, f"{run.info.name}.patch") if run.patch is not None else None

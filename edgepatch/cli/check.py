@@ -15,7 +15,8 @@ SITES_SHOWN = 12
 
 
 def _site_line(site: dict) -> str:
-    kinds = ", ".join(f"{kind} ({'/'.join(roles)})" for kind, roles in site["kinds"].items()) or "-"
+    kinds = ", ".join(f"{kind} ({'/'.join(roles)}, {site['parameters'][kind]:,})"
+                      for kind, roles in site["kinds"].items()) or "-"
     return f"  {site['name']:<28} {site['op']:<9} {site['bn'] or '-':<28} {kinds}"
 
 
@@ -34,7 +35,7 @@ def render_check(result: dict) -> str:
         lines.append("sites: cannot be listed until the refusals below are fixed")
     else:
         lines.append(f"sites: {len(sites)}" + (f" (first {SITES_SHOWN} shown)" if len(sites) > SITES_SHOWN else ""))
-        lines.append(f"  {'name':<28} {'op':<9} {'folded BN':<28} kinds (delta roles)")
+        lines.append(f"  {'name':<28} {'op':<9} {'folded BN':<28} kinds (delta roles, parameters)")
         lines += [_site_line(site) for site in sites[:SITES_SHOWN]]
     counts = result["parameters"]
     shown = lambda n: "?" if n is None else f"{n:,}"  # noqa: E731

@@ -7,6 +7,7 @@ import os
 import click
 
 from edgepatch.cli.options import comma_list, result_output
+from edgepatch.train.budget import SELECTORS
 
 
 def _task_option(value: str, default_resolution: int) -> tuple[str, str, int]:
@@ -66,6 +67,14 @@ def render_training(result: dict) -> str:
                    "'full' fine-tunes everything into OUT/model.keras (no delta). 'logits' alone trains "
                    "on the backbone's features computed once (exact: the pipeline has no augmentation; a "
                    "model with Dropout or random layers takes the full pass each epoch).")
+@click.option("--budget", default=None,
+              help="Keep only some layers of the patch's scale_bias/depthwise kinds private, within this many "
+                   "parameters (20000) or this share of their full patch (25%), per task (multires: per "
+                   "resolution); the rest stay the base's and are not in the delta. The head is not counted.")
+@click.option("--selector", type=click.Choice(sorted(SELECTORS)), default="score",
+              show_default=True, help="With --budget, how layers are chosen: score (loss-gradient Fisher per "
+              "parameter, after fitting the head), learned (a group-lasso warm-up epoch; ranked by movement), "
+              "last (nearest the output), random.")
 @click.option("--epochs", default=5, show_default=True, type=int)
 @click.option("--lr", default=None, type=float, help="Learning rate (default 1e-3; 1e-4 for full fine-tuning).")
 @click.option("--batch-size", default=32, show_default=True, type=int)
@@ -81,7 +90,7 @@ def render_training(result: dict) -> str:
 @click.option("--quiet", is_flag=True, help="No per-step progress bar on stderr.")
 @result_output(render_training)
 def train(mode, backbone, alpha, preprocessing, resolution, weights, data_dir, task_values, resolutions, patch_spec,
-          epochs, lr, batch_size, bn_stats, bn_momentum, holdout, seed, strategy, out_dir, quiet):
+          budget, selector, epochs, lr, batch_size, bn_stats, bn_momentum, holdout, seed, strategy, out_dir, quiet):
     """Train task patches: transfer, multi-task or multi-resolution.
 
     \b
@@ -89,6 +98,7 @@ def train(mode, backbone, alpha, preprocessing, resolution, weights, data_dir, t
       edgepatch train --weights imagenet --resolution 128 --data flowers/ --out runs/flowers
       edgepatch train --mode multitask --task flowers=flowers/ --task cars=cars/@160 --out runs/mt
       edgepatch train --mode multires --data flowers/ --resolutions 96,128,160 --out runs/mr
+      edgepatch train --data eurosat/ --resolution 96 --budget 25% --selector score --out runs/eurosat
     """
     from edgepatch.apps.jobs import multitask_command, train_command
 
@@ -101,11 +111,12 @@ def train(mode, backbone, alpha, preprocessing, resolution, weights, data_dir, t
             raise click.BadParameter("transfer trains one task; give at most one --task NAME", param_hint="--task")
         return train_command(resolution=resolution, data_dir=data_dir, task_name=task_values[0] if task_values else None,
                              patch_spec=patch_spec or "scale_bias,logits", bn_stats=bn_stats,
-                             bn_momentum=bn_momentum, holdout=holdout, **common)
+                             bn_momentum=bn_momentum, holdout=holdout, budget=budget, selector=selector, **common)
     if mode == "multitask":
         tasks = [_task_option(value, resolution) for value in task_values]
     else:
         name = os.path.basename(os.path.normpath(data_dir))
         tasks = [(f"{name}_{size}", data_dir, size) for size in _resolution_list(resolutions)]
     default_private = "scale_bias,logits" if mode == "multitask" else "scale_bias"
-    return multitask_command(tasks=tasks, private_spec=patch_spec or default_private, **common)
+    return multitask_command(tasks=tasks, private_spec=patch_spec or default_private, budget=budget, selector=selector,
+                             **common)

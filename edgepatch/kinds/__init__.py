@@ -27,8 +27,13 @@ from edgepatch.kinds.registry import (
     owned_layer_ids,
     parse_kinds,
     parse_trained_kinds,
+    parameter_count,
     patch_kind_names,
+    private_layers,
     register,
+    selectable_kind_names,
+    selectable_layers,
+    site_delta_roles,
     site_is_patchable,
     statistics_are_private,
     whole_model_kinds,
@@ -37,7 +42,8 @@ from edgepatch.kinds.registry import (
 
 __all__ = [
     "BN_STATS_MODES", "DEFAULT_BN_STATS", "PatchKind", "batch_norm_layers", "default_learning_rate", "get_kind",
-    "head_is_private", "head_kind", "kind_names", "makes_patch", "owned_layer_ids", "parse_kinds",
-    "parse_trained_kinds", "patch_kind_names", "reestimate_statistics", "register", "statistics_after_training",
+    "head_is_private", "head_kind", "kind_names", "makes_patch", "owned_layer_ids", "parameter_count", "parse_kinds",
+    "parse_trained_kinds", "patch_kind_names", "private_layers", "reestimate_statistics", "register", "selectable_kind_names", "selectable_layers",
+    "site_delta_roles", "statistics_after_training",
     "statistics_are_private", "statistics_during_training", "statistics_frozen", "whole_model_kinds", "with_head",
 ]

@@ -29,8 +29,11 @@ def batch_norm_layers(model) -> list:
     return [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
 
 
-def _owned_statistics(model, kinds) -> list:
-    return batch_norm_layers(model) if statistics_are_private(kinds) else []
+def _owned_statistics(model, kinds, selection=None) -> list:
+    """The BN layers whose statistics ``kinds`` own; a budget's ``selection`` keeps the others the base's."""
+    if not statistics_are_private(kinds):
+        return []
+    return [layer for layer in batch_norm_layers(model) if selection is None or layer.name in selection]
 
 
 def run_in_inference_mode(bn_layers) -> None:
@@ -86,9 +89,13 @@ def reestimate_statistics(model, dataset, max_batches: int, bn_layers=None) -> i
     moving value the running mean of the batch statistics.
     """
     bn_layers = batch_norm_layers(model) if bn_layers is None else bn_layers
-    saved = [(layer.trainable, layer.momentum) for layer in bn_layers]
+    # The passes run in training mode: every other BN must not update (it may be shared with other tasks).
+    others = [layer for layer in batch_norm_layers(model) if all(layer is not own for own in bn_layers)]
+    saved = [(layer.trainable, layer.momentum) for layer in bn_layers + others]
     batches = 0
     try:
+        for layer in others:
+            layer.trainable = False
         for layer in bn_layers:
             layer.trainable = True
         for images, _ in dataset.take(max_batches):
@@ -97,7 +104,7 @@ def reestimate_statistics(model, dataset, max_batches: int, bn_layers=None) -> i
             model(images, training=True)
             batches += 1
     finally:
-        for layer, (trainable, momentum) in zip(bn_layers, saved):
+        for layer, (trainable, momentum) in zip(bn_layers + others, saved):
             layer.trainable, layer.momentum = trainable, momentum
     return batches
 
@@ -112,8 +119,8 @@ def statistics_during_training(model, kinds, mode: str, momentum: float):
     return lowered_momentum(bn_layers, momentum)
 
 
-def statistics_after_training(model, kinds, mode: str, dataset, max_batches: int) -> None:
+def statistics_after_training(model, kinds, mode: str, dataset, max_batches: int, selection=None) -> None:
     """Finish ``mode`` once ``kinds`` are trained: 'reestimate' re-estimates the owned statistics on ``dataset``."""
-    bn_layers = _owned_statistics(model, kinds)
+    bn_layers = _owned_statistics(model, kinds, selection)
     if bn_layers and mode == "reestimate":
         reestimate_statistics(model, dataset, max_batches, bn_layers)

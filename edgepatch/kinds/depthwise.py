@@ -1,11 +1,13 @@
 """depthwise: every DepthwiseConv2D kernel, re-learned per task (paper §2)."""
 
+from edgepatch.format.names import DEPTHWISE_OP
 from edgepatch.kinds.registry import PatchKind, register
 
 
 class Depthwise(PatchKind):
     name = "depthwise"
     help = "depthwise conv kernels (and their biases, if any)"
+    selectable = True
 
     def layers(self, model) -> list:
         import keras
@@ -16,7 +18,10 @@ class Depthwise(PatchKind):
         return list(layer.weights)
 
     def delta_roles(self, site) -> tuple[str, ...]:
-        return ("kernel", "bias") if site.op == "depthwise" else ()
+        return ("kernel", "bias") if site.op == DEPTHWISE_OP else ()
+
+    def site_layer(self, site):
+        return site.layer
 
 
 register(Depthwise())

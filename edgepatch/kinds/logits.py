@@ -19,5 +19,8 @@ class Logits(PatchKind):
     def delta_roles(self, site) -> tuple[str, ...]:
         return ("kernel", "bias") if site.op == DENSE_OP else ()
 
+    def site_layer(self, site):
+        return site.layer
+
 
 register(Logits())

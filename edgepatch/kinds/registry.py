@@ -29,6 +29,7 @@ class PatchKind:
     owns_head: bool = False  # trains (and, in a patch, keeps private) the classifier head
     owns_bn_statistics: bool = False  # the run's BN-statistics mode applies to the model's BN layers
     default_learning_rate: float = 1e-3  # Adam's, when the run sets none (paper, appendix B.2)
+    selectable: bool = False  # a parameter budget may keep some of its layers private and share the rest
 
     def layers(self, model) -> list:
         """The Keras layers whose variables this kind owns."""
@@ -42,8 +43,9 @@ class PatchKind:
         """Delta tensor roles this kind makes private at ``site`` (an ``edgepatch.kinds.keras_sites.Site``)."""
         raise NotImplementedError
 
-    def private_variables(self, model) -> list:
-        return [variable for layer in self.layers(model) for variable in layer.weights]
+    def site_layer(self, site):
+        """The layer of ``site`` this kind owns (a selection names it), for a site where ``delta_roles`` is not empty."""
+        raise NotImplementedError
 
     def parameter_count(self, model) -> int:
         """Trained parameters of this kind in ``model``."""
@@ -147,6 +149,50 @@ def default_learning_rate(kinds) -> float:
     return min((get_kind(name).default_learning_rate for name in kinds), default=PatchKind.default_learning_rate)
 
 
-def owned_layer_ids(model, kinds) -> set[int]:
-    """ids of the layers of ``model`` that ``kinds`` own."""
-    return {id(layer) for name in kinds for layer in get_kind(name).layers(model)}
+def _selected(kind: PatchKind, layer, selection) -> bool:
+    return selection is None or not kind.selectable or layer.name in selection
+
+
+def private_layers(model, kinds, selection=None) -> list:
+    """The layers of ``model`` that ``kinds`` keep private, in kind order.
+
+    ``selection`` (layer names, from a parameter budget) narrows the selectable kinds to the
+    layers it names; None keeps every layer. The other kinds (the head) are never narrowed.
+    """
+    return [layer for name in kinds for layer in get_kind(name).layers(model)
+            if _selected(get_kind(name), layer, selection)]
+
+
+def owned_layer_ids(model, kinds, selection=None) -> set[int]:
+    """ids of the layers of ``model`` that ``kinds`` own (``private_layers``)."""
+    return {id(layer) for layer in private_layers(model, kinds, selection)}
+
+
+def parameter_count(model, kinds, selection=None) -> int:
+    """Parameters ``kinds`` train in ``model``, counting only the selected layers of selectable kinds."""
+    return sum(int(np.prod(v.shape)) for name in kinds for layer in get_kind(name).layers(model)
+               if _selected(get_kind(name), layer, selection)
+               for v in get_kind(name).trainable_variables(layer))
+
+
+def selectable_kind_names() -> tuple[str, ...]:
+    """The kinds a parameter budget can narrow (``PatchKind.selectable``), in registration order."""
+    return tuple(name for name, kind in _KINDS.items() if kind.selectable)
+
+
+def selectable_layers(model, kinds) -> list:
+    """(kind name, layer) for every layer of ``kinds`` a parameter budget chooses among, in model order."""
+    position = {id(layer): index for index, layer in enumerate(model.layers)}
+    pairs = [(name, layer) for name in kinds if get_kind(name).selectable for layer in get_kind(name).layers(model)]
+    return sorted(pairs, key=lambda pair: position.get(id(pair[1]), len(position)))
+
+
+def site_delta_roles(site, kinds, selection=None) -> set[str]:
+    """The delta roles ``kinds`` make private at ``site``; a site whose layer a selection leaves out adds none."""
+    roles: set[str] = set()
+    for name in kinds:
+        kind = get_kind(name)
+        here = kind.delta_roles(site)
+        if here and _selected(kind, kind.site_layer(site), selection):
+            roles.update(here)
+    return roles

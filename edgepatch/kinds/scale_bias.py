@@ -8,6 +8,7 @@ class ScaleBias(PatchKind):
     name = "scale_bias"
     help = "BatchNorm gamma/beta (trained) and moving mean/variance (re-estimated)"
     owns_bn_statistics = True
+    selectable = True
 
     def layers(self, model) -> list:
         return batch_norm_layers(model)
@@ -17,6 +18,9 @@ class ScaleBias(PatchKind):
 
     def delta_roles(self, site) -> tuple[str, ...]:
         return ("scale", "bias") if site.bn is not None else ()
+
+    def site_layer(self, site):
+        return site.bn
 
 
 register(ScaleBias())

@@ -26,7 +26,7 @@ from edgepatch.kinds import head_is_private, head_kind, owned_layer_ids, parse_k
 from edgepatch.train.checkpoint import EpochCheckpoint
 from edgepatch.train.data import ImageFolderSplit, PipelineBuilder, make_dataset
 from edgepatch.train.patchfile import TaskPatch, extract_patch
-from edgepatch.train.transfer import accuracy
+from edgepatch.train.transfer import TrainConfig, accuracy, check_budget, choose_layers, prepare_for_training
 
 # Private BN statistics train on batch statistics and are re-estimated after training.
 BN_STATS_MODE = "reestimate"
@@ -43,6 +43,8 @@ class MultiTaskConfig:
     reestimate_batches: int = 50
     seed: int = 0
     checkpoint_dir: str | None = None  # per-epoch checkpoint; a killed run restarted with it resumes
+    budget: str | None = None  # per task (per resolution): parameters or 'N%' (``edgepatch.train.budget``)
+    selector: str = "score"
 
     def __post_init__(self):
         if not isinstance(self.epochs, int) or self.epochs < 1:
@@ -54,6 +56,8 @@ class MultiTaskConfig:
                 f"decay needs decay_epochs > 0 and 0 < decay_rate <= 1. "
                 f"Received decay_epochs={self.decay_epochs}, decay_rate={self.decay_rate}"
             )
+        if self.budget is not None:
+            check_budget(self.private, self.budget, self.selector)
 
 
 @dataclass
@@ -64,28 +68,32 @@ class TaskRun:
     train_accuracy: float = 0.0
     test_accuracy: float = 0.0
     patch: TaskPatch | None = None
+    selection: tuple[str, ...] | None = None  # with a budget: the layers of the private kinds this task keeps
 
 
-def build_task_models(base, infos: list[TaskInfo], private: tuple[str, ...], seed: int = 0) -> list:
+def build_task_models(base, infos: list[TaskInfo], private: tuple[str, ...], seed: int = 0,
+                      selections: list | None = None) -> list:
     """One model per task; layers of ``private`` kinds are per task, all others shared.
 
     A private head (a kind in ``private`` owns it) gets ``len(info.classes)``
     outputs; a shared head requires every task to have the base's classes.
+    ``selections`` (one per task, from a budget) narrow each task's private layers; then every
+    task copies its own, and the base's layers are the shared ones (``shared_base``).
     """
     from edgepatch.kinds.keras_sites import head_layer
     from edgepatch.train.models import clone_with_input, with_new_head
 
-    private_ids = owned_layer_ids(base, private)
+    private_ids = [owned_layer_ids(base, private, selection) for selection in (selections or [None] * len(infos))]
     private_head = head_is_private(private)
     head = head_layer(base)
     models = []
     for index, info in enumerate(infos):
-        if index == 0:
+        if index == 0 and selections is None:
             model = clone_with_input(base, info.resolution, lambda layer: layer)
         else:
             copies = {}
 
-            def clone(layer, copies=copies):
+            def clone(layer, copies=copies, private_ids=private_ids[index]):
                 if id(layer) not in private_ids:
                     return layer
                 copies[layer.name] = (layer, type(layer).from_config(layer.get_config()))
@@ -151,8 +159,9 @@ def _task_models(base, runs: list[TaskRun], config: MultiTaskConfig, strategy, s
     import keras
 
     keras.utils.set_random_seed(config.seed)
+    selections = [run.selection for run in runs] if config.budget is not None else None
     with strategy.scope():
-        models = build_task_models(base, [r.info for r in runs], config.private, config.seed)
+        models = build_task_models(base, [r.info for r in runs], config.private, config.seed, selections)
         for model in models:
             for layer in model.layers:
                 layer.trainable = True
@@ -192,7 +201,7 @@ def _finish(runs, models, datasets, config: MultiTaskConfig, pipeline: PipelineB
     """Settle private BN statistics, then fill each run's model, accuracies and patch."""
     private = parse_kinds(config.private) if config.private else ()
     for run, model, dataset in zip(runs, models, datasets):
-        statistics_after_training(model, private, BN_STATS_MODE, dataset, config.reestimate_batches)
+        statistics_after_training(model, private, BN_STATS_MODE, dataset, config.reestimate_batches, run.selection)
         run.model = model
         run.train_accuracy = accuracy(model, pipeline(run.split.train, run.info.resolution,
                                                       run.info.preprocessing, 64, False))
@@ -200,8 +209,33 @@ def _finish(runs, models, datasets, config: MultiTaskConfig, pipeline: PipelineB
                                                      run.info.preprocessing, 64, False))
         record = {"mode": "multitask", "epochs": config.epochs, "learning_rate": config.learning_rate,
                   "decay_epochs": config.decay_epochs, "decay_rate": config.decay_rate, "seed": config.seed,
-                  "train_accuracy": run.train_accuracy, "test_accuracy": run.test_accuracy}
-        run.patch = extract_patch(model, run.info, private, private, record) if private else None
+                  "train_accuracy": run.train_accuracy, "test_accuracy": run.test_accuracy,
+                  **({"budget": config.budget, "selector": config.selector} if run.selection is not None else {})}
+        run.patch = extract_patch(model, run.info, private, private, record, run.selection) if private else None
+
+
+def choose_task_layers(base, runs: list[TaskRun], config: MultiTaskConfig, pipeline: PipelineBuilder) -> None:
+    """Each run's ``selection`` under ``config.budget``: chosen on its own data, on a copy of ``base``
+    made as transfer training makes its task model (``edgepatch.train.transfer.choose_layers``)."""
+    from edgepatch.kinds.keras_sites import head_layer
+    from edgepatch.train.models import clone_with_input, with_new_head
+
+    for index, run in enumerate(runs):
+        model = clone_with_input(base, run.info.resolution)
+        model.set_weights(base.get_weights())
+        if len(run.info.classes) != head_layer(model).units:
+            model = with_new_head(model, len(run.info.classes), config.seed + index)
+        probe = TrainConfig(trained=config.private, learning_rate=config.learning_rate,
+                            batch_size=config.batch_size, seed=config.seed + index, budget=config.budget,
+                            selector=config.selector)
+        prepare_for_training(model, config.private)
+        run.selection = choose_layers(model, run.split, run.info, probe, pipeline).layers
+
+
+def shared_base(base, runs: list[TaskRun]):
+    """The model that holds the shared weights after training: task 0's, or ``base`` itself when each
+    task copied its own budgeted layers (``build_task_models``)."""
+    return base if runs[0].selection is not None else runs[0].model
 
 
 def train_multitask(base, runs: list[TaskRun], config: MultiTaskConfig, strategy=None, verbose: int = 1,
@@ -220,6 +254,8 @@ def train_multitask(base, runs: list[TaskRun], config: MultiTaskConfig, strategy
     import tensorflow as tf
 
     strategy = strategy or tf.distribute.get_strategy()
+    if config.budget is not None:
+        choose_task_layers(base, runs, config, pipeline)
     steps = [max(1, -(-len(r.split.train) // config.batch_size)) for r in runs]  # per task epoch
     models, optimizers = _task_models(base, runs, config, strategy, steps)
     datasets = [pipeline(r.split.train, r.info.resolution, r.info.preprocessing, config.batch_size, True,

@@ -25,6 +25,7 @@ from edgepatch.kinds import (
     get_kind,
     makes_patch,
     owned_layer_ids,
+    parameter_count,
     parse_kinds,
     statistics_are_private,
     with_head,
@@ -33,20 +34,24 @@ from edgepatch.kinds.bn_statistics import run_in_inference_mode
 from edgepatch.train.patchfile import TaskPatch, extract_patch, write_patch
 
 _KINDS_ATTRIBUTE = "_edgepatch_kinds"  # set on a patched model: the kinds it trains
+_SELECTION_ATTRIBUTE = "_edgepatch_selection"  # ... and the layers a budget kept private (None: all)
 
 
-def prepare_for_training(model, kinds, bn_stats: str = DEFAULT_BN_STATS, bn_momentum: float = 0.9) -> int:
+def prepare_for_training(model, kinds, bn_stats: str = DEFAULT_BN_STATS, bn_momentum: float = 0.9,
+                         selection=None) -> int:
     """Make exactly ``kinds``' layers of ``model`` trainable and set the BN mode, in place; return the parameter count.
 
     ``bn_stats``: 'frozen' (BN normalises with the base's moving statistics while γ/β train),
     'momentum' (batch statistics, momentum ``bn_momentum``) or 'reestimate' (batch statistics;
     call ``edgepatch.kinds.reestimate_statistics`` on your data before saving).
+    ``selection``: layer names a parameter budget keeps private (``edgepatch.train.budget``);
+    the selectable kinds' other layers stay frozen as the base has them, statistics included.
     """
     if bn_stats not in BN_STATS_MODES:
         raise UsageError(f"bn_stats must be one of {list(BN_STATS_MODES)}. Received '{bn_stats}'")
     if not 0.0 <= bn_momentum < 1.0:
         raise UsageError(f"bn_momentum must be in [0, 1). Received {bn_momentum}")
-    parameters = freeze_outside(model, kinds)
+    parameters = freeze_outside(model, kinds, selection)
     if statistics_are_private(kinds):
         if bn_stats == "frozen":
             run_in_inference_mode(batch_norm_layers(model))
@@ -54,19 +59,22 @@ def prepare_for_training(model, kinds, bn_stats: str = DEFAULT_BN_STATS, bn_mome
             for layer in batch_norm_layers(model):
                 layer.momentum = bn_momentum
     setattr(model, _KINDS_ATTRIBUTE, tuple(kinds))
+    setattr(model, _SELECTION_ATTRIBUTE, None if selection is None else tuple(selection))
     return parameters
 
 
-def freeze_outside(model, kinds) -> int:
-    """Make only the layers of ``kinds`` trainable; return the trained parameter count."""
-    trainable_layers = owned_layer_ids(model, kinds)
+def freeze_outside(model, kinds, selection=None) -> int:
+    """Make only the layers of ``kinds`` (narrowed by ``selection``) trainable; return the trained parameter count."""
+    trainable_layers = owned_layer_ids(model, kinds, selection)
     for layer in model.layers:
         layer.trainable = id(layer) in trainable_layers
-    return sum(get_kind(name).parameter_count(model) for name in kinds)
+    if selection is None:
+        return sum(get_kind(name).parameter_count(model) for name in kinds)
+    return parameter_count(model, kinds, selection)
 
 
 def patch_model(model, kinds=("scale_bias", "logits"), *, num_classes: int | None = None,
-                bn_stats: str = DEFAULT_BN_STATS, bn_momentum: float = 0.9, seed: int = 0):
+                bn_stats: str = DEFAULT_BN_STATS, bn_momentum: float = 0.9, seed: int = 0, selection=None):
     """A trainable task copy of ``model``: exactly the patch of ``kinds`` trains.
 
     Args:
@@ -75,6 +83,8 @@ def patch_model(model, kinds=("scale_bias", "logits"), *, num_classes: int | Non
         num_classes: give the copy a fresh logits head of this width (None: keep the model's head).
         bn_stats / bn_momentum: the BatchNorm statistics mode (``prepare_for_training``).
         seed: seeds the fresh head.
+        selection: layer names a parameter budget keeps private (``edgepatch.train.budget.select_layers``);
+            None: every layer of the kinds.
     Returns:
         The Keras model to compile and fit; ``model`` is not changed.
     """
@@ -91,16 +101,17 @@ def patch_model(model, kinds=("scale_bias", "logits"), *, num_classes: int | Non
     task_model = canonical_model(copy).model
     if num_classes is not None:
         task_model = with_new_head(task_model, num_classes, seed)
-    prepare_for_training(task_model, kinds, bn_stats, bn_momentum)
+    prepare_for_training(task_model, kinds, bn_stats, bn_momentum, selection)
     return task_model
 
 
 def task_patch(model, task: TaskInfo, kinds=None, training: dict | None = None) -> TaskPatch:
     """The patch of a model prepared by ``patch_model``/``prepare_for_training`` (or of ``kinds``)."""
+    selection = getattr(model, _SELECTION_ATTRIBUTE, None)
     kinds = tuple(kinds) if kinds is not None else getattr(model, _KINDS_ATTRIBUTE, None)
     if kinds is None:
         raise UsageError("model was not made by edgepatch.patch_model; pass kinds=(...) to say what it trained")
-    return extract_patch(model, task, with_head(kinds), kinds, dict(training or {}))
+    return extract_patch(model, task, with_head(kinds), kinds, dict(training or {}), selection)
 
 
 def _preprocessing(value) -> Preprocessing:

@@ -9,7 +9,9 @@ keyed by variable path (e.g. ``block_1_depthwise_BN/gamma``). Its ``meta``:
   trained (a private but untrained head is the paper's fixed random head);
 - ``shared_sha256``: fingerprint of every non-private weight of the model it
   was trained on, checked when the patch is applied to a base checkpoint;
-- ``training``: the settings and accuracies of the run, for the record.
+- ``training``: the settings and accuracies of the run, for the record;
+- ``selection`` (only in a budgeted patch): the layers of the selectable kinds
+  the task keeps private; their other layers stay the base's.
 """
 
 from __future__ import annotations
@@ -37,22 +39,23 @@ class TaskPatch:
     tensors: dict[str, np.ndarray]
     shared_sha256: str
     training: dict = field(default_factory=dict)
+    selection: tuple[str, ...] | None = None  # budgeted: the selectable kinds' private layers
 
 
-def private_variables(model, kinds) -> list:
-    """The model's variables owned by ``kinds``, found by structure via the registry."""
-    from edgepatch.kinds import get_kind
+def private_variables(model, kinds, selection=None) -> list:
+    """The model's variables owned by ``kinds`` (narrowed by ``selection``), found by structure via the registry."""
+    from edgepatch.kinds import private_layers
 
     seen: dict[str, object] = {}
-    for name in kinds:
-        for variable in get_kind(name).private_variables(model):
+    for layer in private_layers(model, kinds, selection):
+        for variable in layer.weights:
             seen.setdefault(variable.path, variable)
     return list(seen.values())
 
 
-def shared_fingerprint(model, kinds) -> str:
+def shared_fingerprint(model, kinds, selection=None) -> str:
     """sha256 over the path, shape and bytes of every variable not private to ``kinds``."""
-    private = {v.path for v in private_variables(model, kinds)}
+    private = {v.path for v in private_variables(model, kinds, selection)}
     digest = hashlib.sha256()
     for variable in sorted(model.weights, key=lambda v: v.path):
         if variable.path in private:
@@ -63,19 +66,21 @@ def shared_fingerprint(model, kinds) -> str:
     return digest.hexdigest()
 
 
-def extract_patch(model, task: TaskInfo, kinds, trained, training: dict) -> TaskPatch:
-    tensors = {v.path: np.asarray(v, dtype=np.float32) for v in private_variables(model, kinds)}
-    return TaskPatch(task, tuple(kinds), tuple(trained), tensors, shared_fingerprint(model, kinds), training)
+def extract_patch(model, task: TaskInfo, kinds, trained, training: dict, selection=None) -> TaskPatch:
+    tensors = {v.path: np.asarray(v, dtype=np.float32) for v in private_variables(model, kinds, selection)}
+    selection = None if selection is None else tuple(selection)
+    return TaskPatch(task, tuple(kinds), tuple(trained), tensors, shared_fingerprint(model, kinds, selection),
+                     training, selection)
 
 
 def apply_patch(model, patch: TaskPatch, source: str = "<patch>") -> None:
     """Assign the patch's tensors to ``model``'s variables, after checking they fit."""
-    if shared_fingerprint(model, patch.kinds) != patch.shared_sha256:
+    if shared_fingerprint(model, patch.kinds, patch.selection) != patch.shared_sha256:
         raise WrongBaseError(
             f"{source}: patch for task '{patch.task.name}' was trained on other shared weights "
             "than this base checkpoint (shared-weights fingerprint differs)"
         )
-    variables = {v.path: v for v in private_variables(model, patch.kinds)}
+    variables = {v.path: v for v in private_variables(model, patch.kinds, patch.selection)}
     if set(variables) != set(patch.tensors):
         missing = sorted(set(variables) - set(patch.tensors))[:3]
         extra = sorted(set(patch.tensors) - set(variables))[:3]
@@ -100,6 +105,7 @@ def write_patch(path: str, patch: TaskPatch) -> int:
         "trained": list(patch.trained),
         "shared_sha256": patch.shared_sha256,
         "training": patch.training,
+        **({"selection": list(patch.selection)} if patch.selection is not None else {}),
     }
     return write_tensor_file(path, "patch", patch.tensors, meta)
 
@@ -115,7 +121,16 @@ def read_patch(path: str) -> TaskPatch:
         trained = tuple(meta["trained"])
         shared = str(meta["shared_sha256"])
         training = dict(meta.get("training", {}))
+        selection = _selection(meta.get("selection"))
     except (KeyError, TypeError, ValueError) as error:
         raise HeaderError(f"{path}: patch metadata is incomplete or malformed ({error!r})") from None
     tensors = {name: np.asarray(value, np.float32) for name, value in stored.tensors.items()}
-    return TaskPatch(task, kinds, trained, tensors, shared, training)
+    return TaskPatch(task, kinds, trained, tensors, shared, training, selection)
+
+
+def _selection(value) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        raise TypeError(f"selection must be a list of layer names, got {value!r}")
+    return tuple(value)

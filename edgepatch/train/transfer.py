@@ -20,8 +20,10 @@ from edgepatch.kinds import (
     DEFAULT_BN_STATS,
     default_learning_rate,
     makes_patch,
+    selectable_kind_names,
     statistics_after_training,
 )
+from edgepatch.train.budget import Budget, Selection, SelectionContext, budget_units, get_selector, select_layers
 from edgepatch.train.checkpoint import EpochCheckpoint
 from edgepatch.train.data import ImageFolderSplit, PipelineBuilder, make_dataset
 from edgepatch.train.head_cache import caches_features, fit_head_on_features
@@ -43,6 +45,8 @@ class TrainConfig:
     seed: int = 0
     backup_dir: str | None = None  # per-epoch checkpoint; a killed run restarted with it resumes
     cache_features: bool = True  # head-only kinds: train on backbone features computed once (``head_cache``)
+    budget: str | None = None  # parameters or 'N%' of the selectable kinds' patch (``edgepatch.train.budget``)
+    selector: str = "score"  # how a budget picks its layers (``edgepatch.train.budget.SELECTORS``)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -56,6 +60,8 @@ class TrainConfig:
             raise UsageError(f"bn-stats must be one of {list(BN_STATS_MODES)}. Received '{self.bn_stats}'")
         if not 0.0 <= self.bn_momentum < 1.0:
             raise UsageError(f"bn-momentum must be in [0, 1). Received {self.bn_momentum}")
+        if self.budget is not None:
+            check_budget(self.trained, self.budget, self.selector)
 
     @property
     def lr(self) -> float:
@@ -80,7 +86,36 @@ def accuracy(model, dataset) -> float:
     return correct / max(total, 1)
 
 
-def _fit(model, train_data, config: TrainConfig, verbose: int) -> None:
+def check_budget(trained, budget: str, selector: str) -> None:
+    """Refuse a budget that cannot apply to ``trained``: a parsable amount, a known selector, a kind to narrow."""
+    Budget.parse(budget)
+    get_selector(selector)
+    if not makes_patch(trained) or not set(trained) & set(selectable_kind_names()):
+        raise UsageError(f"a budget narrows a patch's {' or '.join(selectable_kind_names())} kind. "
+                         f"Received --patch {','.join(trained) or 'none'}")
+
+
+def choose_layers(model, split: ImageFolderSplit, task: TaskInfo, config: TrainConfig,
+                  pipeline: PipelineBuilder = make_dataset, verbose: int = 0) -> Selection:
+    """The layers ``config.budget`` keeps private, chosen by ``config.selector`` on the training data.
+
+    ``model`` must be prepared with every unit trainable (``prepare_for_training`` without a selection);
+    the data-driven selectors leave its weights as they found them.
+    """
+    units = budget_units(model, config.trained)
+    context = SelectionContext(
+        model=model,
+        train_data=pipeline(split.train, task.resolution, task.preprocessing, config.batch_size, True, config.seed),
+        features_data=pipeline(split.train, task.resolution, task.preprocessing, config.batch_size, False),
+        learning_rate=config.lr, batch_size=config.batch_size, seed=config.seed, verbose=verbose)
+    selection = select_layers(units, Budget.parse(config.budget), config.selector, context)
+    if verbose:
+        print(f"budget {config.budget}: {len(selection.layers)} of {len(units)} layers private, "
+              f"{selection.parameters} of {selection.full_parameters} parameters ({config.selector})", file=sys.stderr)
+    return selection
+
+
+def _fit(model, train_data, config: TrainConfig, verbose: int, selection: Selection | None = None) -> None:
     """Compile and fit, resuming from and saving to ``config.backup_dir`` when set."""
     import keras
 
@@ -98,7 +133,8 @@ def _fit(model, train_data, config: TrainConfig, verbose: int) -> None:
                   callbacks=callbacks)
     if backup:
         backup.clear()
-    statistics_after_training(model, config.trained, config.bn_stats, train_data, config.reestimate_batches)
+    statistics_after_training(model, config.trained, config.bn_stats, train_data, config.reestimate_batches,
+                              selection.layers if selection else None)
 
 
 def train(model, split: ImageFolderSplit, task: TaskInfo, config: TrainConfig, verbose: int = 1,
@@ -114,6 +150,11 @@ def train(model, split: ImageFolderSplit, task: TaskInfo, config: TrainConfig, v
         pipeline: builds the tf.data pipelines from ``split``'s items (default: decode the image files).
     """
     parameters = prepare_for_training(model, config.trained, config.bn_stats, config.bn_momentum)
+    selection = None
+    if config.budget is not None:
+        selection = choose_layers(model, split, task, config, pipeline, verbose)
+        parameters = prepare_for_training(model, config.trained, config.bn_stats, config.bn_momentum,
+                                          selection.layers)
     cached = config.cache_features and caches_features(model, config.trained)  # the backbone runs once
     train_data = pipeline(split.train, task.resolution, task.preprocessing, config.batch_size, not cached,
                           config.seed)
@@ -122,7 +163,7 @@ def train(model, split: ImageFolderSplit, task: TaskInfo, config: TrainConfig, v
         fit_head_on_features(model, train_data, learning_rate=config.lr, epochs=config.epochs,
                              batch_size=config.batch_size, seed=config.seed, verbose=verbose)
     else:
-        _fit(model, train_data, config, verbose)
+        _fit(model, train_data, config, verbose, selection)
     train_accuracy = accuracy(model, pipeline(split.train, task.resolution, task.preprocessing, 64, False))
     test_accuracy = accuracy(model, test_data)
     patch = None
@@ -136,6 +177,7 @@ def train(model, split: ImageFolderSplit, task: TaskInfo, config: TrainConfig, v
             "train_accuracy": train_accuracy,
             "test_accuracy": test_accuracy,
             "trained_parameters": parameters,
+            **({"budget": config.budget, **selection.record()} if selection else {}),
             **config.extra,
         }
         patch = task_patch(model, task, config.trained, record)

@@ -218,6 +218,8 @@ def test_a_good_model_lists_sites_parameters_and_preprocessing(tmp_path):
         ("pw", "conv", "pw_norm", {"scale_bias": ["scale", "bias"]}),
         ("plain_conv", "conv", None, {}),
         ("classifier", "dense", None, {"logits": ["kernel", "bias"]})]
+    assert [s["parameters"] for s in report["sites"]] == [  # what a budget keeps or shares, per site
+        {"scale_bias": 16}, {"scale_bias": 32}, {"scale_bias": 16}, {}, {"logits": 12 * 4 + 4}]
     gamma_beta = 2 * (8 + 16 + 8)
     head = 12 * 4 + 4
     assert report["parameters"] == {"kinds": {"scale_bias": gamma_beta, "logits": head}, "total": gamma_beta + head}
@@ -225,7 +227,7 @@ def test_a_good_model_lists_sites_parameters_and_preprocessing(tmp_path):
                                        "offset": [-103.939, -116.779, -123.68], "channels": "bgr"}
     text = _check(path, "--patch", "depthwise")
     assert text.exit_code == 0
-    assert "  dw " in text.stdout and "depthwise (kernel/bias)" in text.stdout
+    assert "  dw " in text.stdout and "depthwise (kernel/bias, 144)" in text.stdout
     assert "parameters: depthwise 144; total 144" in text.stdout
     assert "preprocessing: cannot tell the model's preprocessing" in text.stdout
     assert text.stdout.rstrip().endswith("convert would accept this model")

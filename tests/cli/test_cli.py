@@ -49,6 +49,7 @@ def test_inspect_delta_json(small_ship):
     assert info["bytes"] == os.path.getsize(ship / "gamma.delta")
     assert info["percent_of_base"] == pytest.approx(100 * info["bytes"] / os.path.getsize(ship / "base.tflite"))
     assert set(info["base_sha256"]) == {"tflite", "onnx"}
+    assert sum(info["parameters_by_site"].values()) == info["parameters"] and info["base_sites_not_patched"] == 1
 
 
 def test_run_top_k_matches_keras(small_ship, tmp_path):

@@ -104,6 +104,26 @@ def test_dead_base_channel_ships_a_full_kernel(converted):
     assert all(np.all(np.isfinite(v)) for v in delta.tensors.values())
 
 
+@pytest.mark.parametrize("task_scale, ships", [(2.0, "scale"), (1e-13, "kernel"), (3e12, "kernel"), (0.0, "kernel")])
+def test_a_ratio_outside_the_spec_bounds_ships_the_full_kernel(task_scale, ships):
+    """A ratio readers would refuse (|r| outside 1e-12..1e12) is never written: the site's kernel goes instead."""
+    from converters.fold import FoldedSite
+    from converters.make_delta import make_delta
+    from edgepatch.format.delta import Preprocessing, TaskInfo, encode_delta
+    from edgepatch.kinds.keras_sites import Site
+
+    base = FoldedSite("stem", "conv", np.ones((1, 1, 3, 2), np.float32), np.zeros(2, np.float32),
+                      np.ones(2, np.float32))
+    task = FoldedSite("stem", "conv", base.kernel * [1.0, task_scale], np.full(2, 0.5, np.float32),
+                      np.array([1.0, task_scale], np.float32))
+    site = Site("stem", "conv", layer=None, bn=object())
+    delta = make_delta([site], {"stem": base}, {"stem": task}, TaskInfo("t", ("a", "b"), 32, Preprocessing(1.0, 0.0)),
+                       ("scale_bias",),
+                       {"tflite": "0" * 64})
+    assert sorted(delta.tensors) == sorted([f"stem/{ships}", "stem/bias"])
+    encode_delta(delta)  # and the delta passes the writer's checks
+
+
 def test_float16_delta_is_half_size_and_close(converted, tmp_path):
     from converters.convert import convert
     from edgepatch.format.delta import read_tensor_file

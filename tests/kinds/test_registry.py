@@ -18,6 +18,7 @@ from edgepatch.kinds import (
     parse_kinds,
     parse_trained_kinds,
     patch_kind_names,
+    private_layers,
     statistics_are_private,
     whole_model_kinds,
     with_head,
@@ -50,7 +51,8 @@ def test_every_kind_answers_every_hook(model, name):
     assert layers and all(layer in model.layers for layer in layers)
     for layer in layers:
         assert all(any(v is w for w in layer.weights) for v in kind.trainable_variables(layer))
-    assert {v.path for v in kind.private_variables(model)} <= {v.path for v in model.weights}
+    private = {v.path for layer in private_layers(model, (name,)) for v in layer.weights}
+    assert private and private <= {v.path for v in model.weights}
     assert isinstance(kind.parameter_count(model), int) and kind.parameter_count(model) > 0
     for site in find_sites(model):
         assert set(kind.delta_roles(site)) <= ROLES

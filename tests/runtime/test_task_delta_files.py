@@ -87,7 +87,8 @@ def test_inspect_describes_a_float_delta_from_one_read(tmp_path, reads):
         "kind": "delta", "path": str(path), "task": "kappa", "classes": ["a", "b", "c"], "resolution": 32,
         "preprocessing": UNIFORM_TF,
         "kinds": ["scale_bias"], "dtype": ["float16"], "sites": 1, "tensors": 2, "parameters": 6,
-        "parameters_by_role": {"scale": 3, "bias": 3}, "bytes": size, "base_sha256": {"tflite": "cd" * 32},
+        "parameters_by_role": {"scale": 3, "bias": 3}, "parameters_by_site": {"logits": 6}, "bytes": size,
+        "base_sha256": {"tflite": "cd" * 32},
     }
     assert reads == [str(path)]
 
