@@ -1,6 +1,6 @@
 """Checks of parsed header values, shared by the container and the file kinds built on it.
 
-Each raises the typed error the spec names (``edgepatch/format/spec.py``), with
+Each raises the typed error the spec names (``edgepatch/format/spec.rst``), with
 a message that starts with the file (``source``) and shows the offending value.
 """
 

@@ -1,6 +1,6 @@
 """The container of the edgepatch tensor file format (magic, version, JSON header, payload, sha256).
 
-Specified in ``edgepatch/format/spec.py``, sections *Container* and *Verification
+Specified in ``edgepatch/format/spec.rst``, sections *Container* and *Verification
 order* (steps 1-10); this module implements them. ``edgepatch.format.delta`` and
 ``edgepatch.format.int8_delta`` add the file kinds' own rules on top.
 """

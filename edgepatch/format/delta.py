@@ -1,4 +1,4 @@
-"""Float task deltas: the ``"delta"`` file kind (spec: *Float delta* in ``edgepatch/format/spec.py``).
+"""Float task deltas: the ``"delta"`` file kind (spec: *Float delta* in ``edgepatch/format/spec.rst``).
 
 ``write_delta``/``read_delta`` and ``encode_delta``/``decode_delta`` add the
 delta rules (verification step 11) on top of the container; ``from_tensor_file``

@@ -1,4 +1,4 @@
-"""int8 task deltas: the ``"int8_delta"`` file kind (spec: *int8 delta* in ``edgepatch/format/spec.py``).
+"""int8 task deltas: the ``"int8_delta"`` file kind (spec: *int8 delta* in ``edgepatch/format/spec.rst``).
 
 Keyed by tensor index in the int8 base: new quantization vectors, new or
 sparsely edited tensor bytes, and compact refold codes (``Refold``) from which

@@ -1,6 +1,6 @@
 """Kernel layouts (canonical vs. each runtime's) and head padding.
 
-Specified in ``edgepatch/format/spec.py``, section *Layouts and head padding*:
+Specified in ``edgepatch/format/spec.rst``, section *Layouts and head padding*:
 the layout table, ``OUT_AXIS`` (the output-channel axis of each runtime
 layout) and the padding of a task head to the base's head width.
 """

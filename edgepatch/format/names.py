@@ -1,4 +1,4 @@
-"""Tensor names of a site's roles: ``"{site}/{role}"`` (spec: *Site naming* in ``edgepatch/format/spec.py``).
+"""Tensor names of a site's roles: ``"{site}/{role}"`` (spec: *Site naming* in ``edgepatch/format/spec.rst``).
 
 The only place that spells the separator and the role names; the Java loader
 mirrors it in ``TensorNames.java``.

@@ -1,6 +1,6 @@
 """Golomb-Rice codes for runs of small signed integers (the int8 delta's refold codes).
 
-Specified in ``edgepatch/format/spec.py``, section *Golomb-Rice codes*.
+Specified in ``edgepatch/format/spec.rst``, section *Golomb-Rice codes*.
 Remainders first and quotients after lets numpy decode a run without a
 per-value loop; the Java loader reads the same bits one at a time.
 """

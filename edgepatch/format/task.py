@@ -1,6 +1,6 @@
 """What a task is (``TaskInfo``), and its JSON form ``meta["task"]``, shared by deltas and patches.
 
-Specified in ``edgepatch/format/spec.py``, section *Delta meta* (``task``): per-channel
+Specified in ``edgepatch/format/spec.rst``, section *Delta meta* (``task``): per-channel
 scale and offset plus the channel order since format version 2, and the resize filter
 (optional, ``"bilinear"`` when absent); version 1 files hold one scalar scale and offset
 and are read as RGB, resized ``"bilinear"``.
@@ -20,7 +20,7 @@ from edgepatch.format.checks import check_keys, finite_number, is_int, is_text, 
 MIN_RESOLUTION = 8
 MAX_RESOLUTION = 1024
 CHANNEL_ORDERS = ("rgb", "bgr")
-RESIZE_FILTERS = ("bilinear",)  # spec.py, *Float delta*; v1 files and v2 files without the key mean "bilinear"
+RESIZE_FILTERS = ("bilinear",)  # spec.rst, *Float delta*; v1 files and v2 files without the key mean "bilinear"
 MIN_ABS_SCALE = 1e-30  # a zero or denormal scale would erase the image; the messages spell both bounds
 MAX_ABS_PREPROCESSING = 1e6
 _TASK_KEYS = ("classes", "name", "preprocessing", "resolution")

@@ -2,7 +2,7 @@
 
 Training (``train/data.py``), int8 calibration, ``cascade fit``, ``eval`` and ``run`` all
 read pixels through ``decode_images``, so a task is trained on the very pixels the
-device runtimes see. The resize is the spec's ``"bilinear"`` (``edgepatch/format/spec.py``,
+device runtimes see. The resize is the spec's ``"bilinear"`` (``edgepatch/format/spec.rst``,
 *Float delta*, ``task.preprocessing.resize``): Pillow's ``Image.BILINEAR`` (which
 antialiases when it downscales), one axis at a time, x then y, so the result does not
 depend on the pass order a Pillow version picks and the Java loader can match it exactly.

@@ -1,6 +1,6 @@
 """Applying a float delta: what each site of the base receives, checked before anything is written.
 
-Specified in ``edgepatch/format/spec.py``, section *Applying a float delta*
+Specified in ``edgepatch/format/spec.rst``, section *Applying a float delta*
 (fingerprint aside: ``patched_base.check_fingerprint``). Each runtime backend
 locates its site tensors once (``SiteSlots``: byte offset, shape and op per
 site); ``site_updates`` checks a delta against them and says what each site

@@ -1,7 +1,7 @@
 """Read the few fields edgepatch needs from a .tflite file, with ``struct`` only.
 
 A .tflite file is a FlatBuffer holding a TFLite ``Model``. The layout and the
-fields read are specified in ``edgepatch/format/spec.py``, section *Bases*
+fields read are specified in ``edgepatch/format/spec.rst``, section *Bases*
 (Reading a .tflite base); the Java loader reads the same. This module reads it
 without the ``flatbuffers`` package, subgraph 0 only, and never copies tensor
 data: it reports where the bytes lie, in either buffer layout (inline or

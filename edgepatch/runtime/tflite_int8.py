@@ -1,6 +1,6 @@
 """LiteRT backend for int8 bases: patch quantization vectors and buffers in place.
 
-Specified in ``edgepatch/format/spec.py``, sections *Bases* (int8 TFLite) and
+Specified in ``edgepatch/format/spec.rst``, sections *Bases* (int8 TFLite) and
 *Applying an int8 delta*.
 
 Walk-through::

@@ -2,7 +2,7 @@
 
 Real JPEGs (flowers5, 128 px) and PNGs written here, downscaled 2x and 3.1x and upscaled.
 ``decode_images`` is also checked against a numpy reading of the spec's ``"bilinear"``
-(written here from spec.py, not from Pillow), the definition the Java loader implements;
+(written here from spec.rst, not from Pillow), the definition the Java loader implements;
 and a delta records the filter it was trained with.
 """
 
@@ -79,11 +79,11 @@ def test_training_batch_equals_load_images_on_pngs(pngs, resolution):
     _assert_identical(pngs, resolution, CAFFE)
 
 
-# ------------------------------------------------ the spec's "bilinear", read from spec.py
+# ------------------------------------------------ the spec's "bilinear", read from spec.rst
 
 
 def _spec_axis(pixels: np.ndarray, m: int, axis: int) -> np.ndarray:
-    """One pass of spec.py's "bilinear" along ``axis`` of uint8 ``pixels`` (H, W, 3), n samples to m."""
+    """One pass of spec.rst's "bilinear" along ``axis`` of uint8 ``pixels`` (H, W, 3), n samples to m."""
     pixels = np.moveaxis(pixels, axis, 0).astype(np.int64)
     n = pixels.shape[0]
     scale = n / m

@@ -6,7 +6,7 @@ import java.util.List;
 
 /**
  * Constants of the edgepatch tensor file format, version 2 (version 1 still read). The specification is
- * {@code edgepatch/format/spec.py}; names here match those of its section "Constants"
+ * {@code edgepatch/format/spec.rst}; names here match those of its section "Constants"
  * (the site-name limit lives with the naming rule, in {@link TensorNames}).
  */
 final class DeltaFormat {

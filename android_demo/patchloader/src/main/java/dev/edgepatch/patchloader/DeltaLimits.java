@@ -4,7 +4,7 @@ import java.util.List;
 
 /**
  * Value rules of a float delta that no shape check catches: step 11 e (the head has one output per
- * class) and f (bounded site scales) of section "Float delta" in {@code edgepatch/format/spec.py}.
+ * class) and f (bounded site scales) of section "Float delta" in {@code edgepatch/format/spec.rst}.
  */
 final class DeltaLimits {
     static final double MIN_ABS_SITE_SCALE = 1e-12;

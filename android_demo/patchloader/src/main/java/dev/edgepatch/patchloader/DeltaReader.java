@@ -12,7 +12,7 @@ import java.util.Set;
 /**
  * Step 11 of the verification order for {@code "delta"} files, the delta rules (meta, then
  * the stored tensors), and the unpacking of the packed {@code scale}/{@code bias} vectors into
- * per-site values: section "Float delta" of the spec ({@code edgepatch/format/spec.py}).
+ * per-site values: section "Float delta" of the spec ({@code edgepatch/format/spec.rst}).
  */
 final class DeltaReader {
     /** One validated meta.sites entry. */

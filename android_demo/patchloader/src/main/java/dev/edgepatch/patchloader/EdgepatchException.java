@@ -6,7 +6,7 @@ package dev.edgepatch.patchloader;
  * {@code .tflite}. Messages name the file (or {@code <bytes>}), the tensor or site, and
  * the expected versus the actual value.
  *
- * <p>The subclasses are the error names of the spec ({@code edgepatch/format/spec.py}, section
+ * <p>The subclasses are the error names of the spec ({@code edgepatch/format/spec.rst}, section
  * "Verification order" and the sections on applying a delta) one to one ({@code HeaderError}
  * is {@link HeaderException}, and so on), so that every loader rejects the same file with the
  * same class.

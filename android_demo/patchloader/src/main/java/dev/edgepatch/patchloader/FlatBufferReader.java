@@ -7,7 +7,7 @@ import java.util.Map;
 
 /**
  * Bounds-checked reads of FlatBuffer tables, scalars, vectors and strings, as section "Bases"
- * (Reading a .tflite base) of the spec ({@code edgepatch/format/spec.py}) describes them.
+ * (Reading a .tflite base) of the spec ({@code edgepatch/format/spec.rst}) describes them.
  *
  * <p>A table at position T starts with an i32 s; its vtable is at T - s and holds u16s: its
  * own size, the table's size, then per field id the field's offset from T (0: absent). A

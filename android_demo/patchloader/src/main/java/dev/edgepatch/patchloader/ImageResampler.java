@@ -1,7 +1,7 @@
 package dev.edgepatch.patchloader;
 
 /**
- * The format's {@code "bilinear"} resize (spec: edgepatch/format/spec.py, Float delta,
+ * The format's {@code "bilinear"} resize (spec: edgepatch/format/spec.rst, Float delta,
  * {@code task.preprocessing.resize}), exactly as the Python runtime and training compute it:
  * Pillow's BILINEAR filter, a triangle whose support grows with the downscale factor (so it
  * averages rather than skips pixels when shrinking), applied along x, then along y, in 8-bit

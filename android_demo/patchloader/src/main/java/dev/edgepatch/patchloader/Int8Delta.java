@@ -8,7 +8,7 @@ import java.util.Map;
 
 /**
  * One task's int8 delta against an int8 base (file kind {@code int8_delta}), verified. The
- * specification is section "int8 delta" of {@code edgepatch/format/spec.py}: keyed by tensor
+ * specification is section "int8 delta" of {@code edgepatch/format/spec.rst}: keyed by tensor
  * index in the base, it holds new quantization vectors, new or sparsely edited tensor bytes,
  * and compact refold codes from which the loader recomputes a conv's weight scales, bias
  * scales and int32 biases. An Int8Delta is immutable.

@@ -13,7 +13,7 @@ import java.util.Set;
 import java.util.regex.Pattern;
 
 /**
- * The int8 delta rules of section "int8 delta" of the spec ({@code edgepatch/format/spec.py}),
+ * The int8 delta rules of section "int8 delta" of the spec ({@code edgepatch/format/spec.rst}),
  * checked in its order with the Python reader's messages, on a file whose container is
  * already verified.
  */

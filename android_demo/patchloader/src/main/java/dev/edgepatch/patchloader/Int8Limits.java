@@ -3,7 +3,7 @@ package dev.edgepatch.patchloader;
 import java.util.List;
 
 /**
- * Value bounds of an int8 delta (section "int8 delta" of {@code edgepatch/format/spec.py}): scales finite
+ * Value bounds of an int8 delta (section "int8 delta" of {@code edgepatch/format/spec.rst}): scales finite
  * in MIN_QUANT_SCALE..MAX_QUANT_SCALE, zero points in the int8 range, and (on apply) an activation's scale
  * within MAX_ACTIVATION_SCALE_RATIO of the base's.
  */

@@ -7,7 +7,7 @@ import java.util.Set;
 
 /**
  * Writes an int8 delta into a copy of an int8 base: section "Applying an int8 delta" of the
- * spec ({@code edgepatch/format/spec.py}), step for step (quantization vectors, data,
+ * spec ({@code edgepatch/format/spec.rst}), step for step (quantization vectors, data,
  * sparse edits, then each refold), each check where the spec makes it. A refold reads the
  * base's own values from the original bytes and the input's scale from the patched copy.
  */

@@ -5,7 +5,7 @@ import java.util.List;
 
 /**
  * Decodes Golomb-Rice runs of int16 values, the int8 delta's refold codes: section
- * "Golomb-Rice codes" of the spec ({@code edgepatch/format/spec.py}), with its checks in its
+ * "Golomb-Rice codes" of the spec ({@code edgepatch/format/spec.rst}), with its checks in its
  * order and the Python decoder's messages.
  *
  * <p>A run of {@code n} values with parameter {@code k} (0..15) is {@code n} remainders of

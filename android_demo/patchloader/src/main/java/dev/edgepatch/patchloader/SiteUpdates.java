@@ -10,7 +10,7 @@ import java.util.Map;
 
 /**
  * Checks a delta against the base's sites and computes what each site receives, in the
- * TFLite layout: section "Applying a float delta" of the spec ({@code edgepatch/format/spec.py}),
+ * TFLite layout: section "Applying a float delta" of the spec ({@code edgepatch/format/spec.rst}),
  * with "Layouts and head padding" for the layouts and the head.
  *
  * <ul>

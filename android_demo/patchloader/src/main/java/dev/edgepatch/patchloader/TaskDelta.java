@@ -8,7 +8,7 @@ import java.nio.ByteBuffer;
  * A task's delta of either kind: a float {@link Delta} (file kind {@code delta}, for a float
  * base) or an {@link Int8Delta} (file kind {@code int8_delta}, for an int8 base). Read one
  * without knowing which with {@link #decode(ByteBuffer, String)} or {@link #read(File)}: one
- * verification, then the rules of the kind found (spec {@code edgepatch/format/spec.py},
+ * verification, then the rules of the kind found (spec {@code edgepatch/format/spec.rst},
  * section "Container"); {@link TfliteBase#apply(TaskDelta)} takes both.
  */
 public abstract class TaskDelta {

@@ -15,7 +15,7 @@ import java.util.Map;
 import java.util.Set;
 
 /**
- * Steps 2 to 10 of the format's verification order (spec {@code edgepatch/format/spec.py},
+ * Steps 2 to 10 of the format's verification order (spec {@code edgepatch/format/spec.rst},
  * sections "Container" and "Verification order"):
  * sizes, magic, version, header length, payload size, SHA-256 trailer, header schema,
  * zero padding and finite floats. It stops at the first failure with the class the

@@ -2,7 +2,7 @@ package dev.edgepatch.patchloader;
 
 /**
  * Tensor names of a site's roles, {@code site + "/" + role}: the rule of section "Site naming"
- * of the spec ({@code edgepatch/format/spec.py}). The only place the loader spells it.
+ * of the spec ({@code edgepatch/format/spec.rst}). The only place the loader spells it.
  */
 final class TensorNames {
     static final String SEPARATOR = "/";

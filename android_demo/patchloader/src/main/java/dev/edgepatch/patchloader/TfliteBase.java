@@ -15,7 +15,7 @@ import java.util.Map;
  * A shared {@code .tflite} base, read and indexed once; {@link #apply(TaskDelta)} gives a
  * task's model bytes, ready for LiteRT's {@code Interpreter(ByteBuffer)}. The base is float
  * or int8 (every conv kernel int8), told apart by content (section "Bases" of the spec,
- * {@code edgepatch/format/spec.py}); a float base takes a float {@link Delta}, an int8 base an
+ * {@code edgepatch/format/spec.rst}); a float base takes a float {@link Delta}, an int8 base an
  * {@link Int8Delta}.
  *
  * <pre>{@code

@@ -8,7 +8,7 @@ import java.util.Map;
 
 /**
  * Subgraph 0 of a {@code .tflite} file, read as section "Bases" (Reading a .tflite base) of the
- * spec ({@code edgepatch/format/spec.py}) says. It reads only the fields below and never
+ * spec ({@code edgepatch/format/spec.rst}) says. It reads only the fields below and never
  * copies tensor data: it reports where the bytes lie, in either buffer layout.
  *
  * <ul>
@@ -112,7 +112,7 @@ final class TfliteModel {
 
     /**
      * True when every CONV_2D and DEPTHWISE_CONV_2D kernel is int8 (a full-integer model): the
-     * int8 TFLite rule of section "Bases" of the spec ({@code edgepatch/format/spec.py}).
+     * int8 TFLite rule of section "Bases" of the spec ({@code edgepatch/format/spec.rst}).
      */
     boolean isInt8() {
         boolean any = false;

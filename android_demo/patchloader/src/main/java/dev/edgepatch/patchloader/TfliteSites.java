@@ -12,7 +12,7 @@ import java.util.Set;
 
 /**
  * Finds the base's patch sites by walking its ops: section "Bases" (TFLite) of the spec
- * ({@code edgepatch/format/spec.py}). A CONV_2D, DEPTHWISE_CONV_2D or FULLY_CONNECTED op
+ * ({@code edgepatch/format/spec.rst}). A CONV_2D, DEPTHWISE_CONV_2D or FULLY_CONNECTED op
  * whose input 1 is named as a site's kernel and input 2 as its bias ({@link TensorNames}).
  * Names are exact keys set by {@code edgepatch convert}, never substrings. Each site
  * tensor must be float32 constant data read by that one op input, and its bytes must

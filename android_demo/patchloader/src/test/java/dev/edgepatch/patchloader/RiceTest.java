@@ -9,7 +9,7 @@ import java.util.ArrayList;
 import java.util.List;
 import org.junit.Test;
 
-/** Golomb-Rice decoding of hand-made bit strings (spec: section <i>Golomb-Rice codes</i> of {@code edgepatch/format/spec.py}), and its errors. */
+/** Golomb-Rice decoding of hand-made bit strings (spec: section <i>Golomb-Rice codes</i> of {@code edgepatch/format/spec.rst}), and its errors. */
 public class RiceTest {
     private static List<BigInteger> counts(long... values) {
         List<BigInteger> out = new ArrayList<BigInteger>();
