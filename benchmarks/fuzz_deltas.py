@@ -39,11 +39,9 @@ from __future__ import annotations
 
 import argparse
 import collections
-import hashlib
 import json
 import os
 import random
-import struct
 import sys
 import tempfile
 import time
@@ -56,7 +54,7 @@ from ship_fixture import REPO, ensure_ship, use_repo_paths
 
 use_repo_paths()
 
-from helpers.mutations import container_valid, judge_delta, judge_manifest, mutate_delta, mutate_manifest  # noqa: E402
+from helpers.mutations import judge_delta, judge_manifest, mutate_delta, mutate_manifest  # noqa: E402
 from fuzz_families import MUST_BE_ZERO, fuzz_structured, structured_targets  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -77,31 +75,10 @@ def _record_crash(report: dict, kind: str, error: BaseException) -> None:
         report["crash_examples"].append(f"{kind}: {''.join(traceback.format_exception_only(error)).strip()}")
 
 
-def _as_version_1(data: bytes) -> bytes | None:
-    """A version 2 file with its version field set to 1 and its trailer recomputed, if its trailer held."""
-    if len(data) < 64 or struct.unpack_from("<I", data, 8)[0] != 2 or hashlib.sha256(data[:-32]).digest() != data[-32:]:
-        return None
-    body = bytearray(data[:-32])
-    struct.pack_into("<I", body, 8, 1)
-    return bytes(body) + hashlib.sha256(body).digest()
-
-
-def _verdict(original: bytes, mutation) -> str:
-    """``judge_delta``'s verdict; its reference check knows version 1 only, so a version 2 file it calls
-    invalid is checked again as the same file in version 1 (the container rules do not depend on it)."""
-    decode = lambda b: decode_delta(b, "<fuzz>")  # noqa: E731
-    verdict = judge_delta(original, mutation, decode, encode_delta)
-    as_v1 = _as_version_1(mutation.data) if verdict == "accepted_invalid" and mutation.checksum_fixed else None
-    if as_v1 is not None and container_valid(as_v1) and decode(encode_delta(decode(mutation.data))) == \
-            decode(mutation.data):
-        return "accepted_valid"
-    return verdict
-
-
 def _judged_decode(original: bytes, mutation, report: dict) -> str:
     tracemalloc.reset_peak()
     before = tracemalloc.get_traced_memory()[0]
-    verdict = _verdict(original, mutation)
+    verdict = judge_delta(original, mutation, lambda b: decode_delta(b, "<fuzz>"), encode_delta)
     peak = tracemalloc.get_traced_memory()[1] - before
     report["max_peak_alloc_bytes"] = max(report["max_peak_alloc_bytes"], peak)
     if peak > ALLOCATION_FACTOR * len(mutation.data) + ALLOCATION_SLACK:

@@ -43,7 +43,7 @@ def refused_with_peak_memory(path):
 
 
 def test_zero_size_tensor_with_huge_dimensions_is_refused(tmp_path):
-    header, payload = split(VALID)
+    header, payload, _ = split(VALID)
     header["tensors"][0].update(shape=[0, 1 << 30, 1 << 30, 1 << 30], nbytes=0)
     message = _read_error(tmp_path, join(header, payload), HeaderError)  # trailer recomputed
     assert MAX_TENSOR_ELEMENTS == 1 << 28
@@ -58,7 +58,7 @@ def test_zero_size_tensor_with_huge_dimensions_is_refused(tmp_path):
                              "strings, got ['a\\udc00']"),
 ])
 def test_unpaired_surrogate_in_task_is_refused(tmp_path, field, value, expected):
-    header, payload = split(VALID)
+    header, payload, _ = split(VALID)
     header["meta"]["task"][field] = value
     assert _read_error(tmp_path, join(header, payload), HeaderError) == expected
 
@@ -95,13 +95,13 @@ def test_devices_are_refused_without_reading(path, expected):
 
 
 def _surrogate_name() -> bytes:
-    header, payload = split(VALID)
+    header, payload, _ = split(VALID)
     header["meta"]["task"]["name"] = "\ud800"
     return join(header, payload)
 
 
 def _huge_empty_tensor() -> bytes:
-    header, payload = split(VALID)
+    header, payload, _ = split(VALID)
     header["tensors"][0].update(shape=[0, 1 << 30, 1 << 30, 1 << 30], nbytes=0)
     return join(header, payload)
 

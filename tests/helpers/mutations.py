@@ -69,10 +69,10 @@ def _raw(data: bytes, rng: random.Random) -> tuple[str, bytes]:
     return kind, bytes(out)
 
 
-def split(data: bytes) -> tuple[dict, bytes]:
-    """(header object, payload) of a valid file."""
-    header_len = struct.unpack_from("<I", data, 12)[0]
-    return json.loads(data[PREAMBLE:PREAMBLE + header_len]), data[PREAMBLE + header_len:-TRAILER]
+def split(data: bytes) -> tuple[dict, bytes, int]:
+    """(header object, payload, version) of a valid file."""
+    version, header_len = struct.unpack_from("<II", data, 8)
+    return json.loads(data[PREAMBLE:PREAMBLE + header_len]), data[PREAMBLE + header_len:-TRAILER], version
 
 
 def join(header, payload: bytes, rng: random.Random | None = None, version: int = 1) -> bytes:
@@ -159,13 +159,13 @@ def mutate_delta(data: bytes, rng: random.Random) -> Mutation:
     if family == "raw_fixed":
         kind, body = _raw(data[:-TRAILER], rng)
         return Mutation(kind + "+fixed", _with_trailer(body), True)
-    header, payload = split(data)
+    header, payload, version = split(data)  # a mutant keeps its file's version, so it meets the rule it targets
     if family == "header":
         kind = _header_lie(header, rng)
-        return Mutation("header_" + kind, join(header, payload, rng), True)
+        return Mutation("header_" + kind, join(header, payload, rng, version), True)
     if family == "payload":
-        return Mutation("payload_non_finite", join(header, _payload_lie(header, payload, rng)), True)
-    fixed = join(header, payload)
+        return Mutation("payload_non_finite", join(header, _payload_lie(header, payload, rng), version=version), True)
+    fixed = join(header, payload, version=version)
     field = rng.choice([(8, "<I"), (12, "<I")])  # version, header_len
     body = bytearray(fixed[:-TRAILER])
     struct.pack_into(field[1], body, field[0], rng.choice([v for v in EVIL_INTS if 0 <= v < 2**32]))
@@ -197,7 +197,7 @@ def container_valid(data: bytes) -> bool:
         if not (64 <= len(data) <= 1 << 30 and data[:8] == b"EDGEPTCH"):
             return False
         version, header_len = struct.unpack_from("<II", data, 8)
-        if version != 1 or header_len % 16 or not 16 <= header_len <= 1 << 20:
+        if version not in (1, 2) or header_len % 16 or not 16 <= header_len <= 1 << 20:
             return False
         header = _strict_json(data[PREAMBLE:PREAMBLE + header_len])
         if not (isinstance(header, dict) and sorted(header) == ["file_kind", "meta", "payload_bytes", "tensors"]):
