@@ -11,8 +11,8 @@ Selectors rank the candidate layers ("units"); the budget is then filled greedil
 skipping a unit that no longer fits. They share one interface (``Selector``) and one registry:
 
 - ``score``: the head is first fitted on cached backbone features, then each unit is scored by
-  the squared gradient of the training loss over a few batches (an empirical Fisher
-  information), per parameter;
+  the squared gradient of the training loss over one pass of the training data (an empirical
+  Fisher information), per parameter;
 - ``learned``: every unit trains for a warm-up with a group-lasso penalty (a proximal step that
   pulls each unit's change towards exactly zero), and units are ranked by how far they moved per
   parameter; the warm-up's changes are then undone and the chosen units train from the base;

@@ -74,7 +74,9 @@ class ScoreSelector(Selector):
         with _Restored(model, units):
             fit_head_on_features(model, context.features_data, learning_rate=context.learning_rate,
                                  epochs=HEAD_EPOCHS, batch_size=context.batch_size, seed=context.seed, verbose=0)
-            for images, labels in context.train_data.take(context.score_batches):
+            batches = context.train_data if context.score_batches is None else \
+                context.train_data.take(context.score_batches)
+            for images, labels in batches:
                 grads = iter(gradients(images, labels))
                 for index, group in enumerate(groups):
                     totals[index] += sum(float(tf.reduce_sum(tf.square(next(grads)))) for _ in group)
