@@ -21,6 +21,12 @@ def _unit_variables(unit: Unit) -> list:
     return get_kind(unit.kind).trainable_variables(unit.layer)
 
 
+def _grouped(units: list[Unit]) -> tuple[list[list], list]:
+    """Each unit's trained variables, and all of them in one list (the order gradients come in)."""
+    groups = [_unit_variables(unit) for unit in units]
+    return groups, [v for group in groups for v in group]
+
+
 class _Restored:
     """Snapshot the head's and the units' values; put them back on exit."""
 
@@ -60,8 +66,7 @@ class ScoreSelector(Selector):
         from edgepatch.train.head_cache import fit_head_on_features
 
         model = context.model
-        groups = [_unit_variables(unit) for unit in units]
-        flat = [v for group in groups for v in group]
+        groups, flat = _grouped(units)
         loss = _loss()
 
         @tf.function
@@ -92,9 +97,8 @@ class LearnedSelector(Selector):
         import tensorflow as tf
 
         model = context.model
-        groups = [_unit_variables(unit) for unit in units]
+        groups, flat = _grouped(units)
         head = list(head_layer(model).trainable_weights)
-        flat = [v for group in groups for v in group]
         optimizer = keras.optimizers.Adam(context.learning_rate)
         optimizer.build([*flat, *head])  # its slots exist before the traced step uses them
         loss = _loss()
