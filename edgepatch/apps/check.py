@@ -14,8 +14,6 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 
-import numpy as np
-
 from edgepatch.errors import EdgepatchError, MissingFileError, ModelStructureError, UsageError
 
 _CONV_REMEDY = ("rebuild it with data_format='channels_last' (the default) and copy the weights over "
@@ -227,13 +225,8 @@ def _sites(model, kinds) -> list[dict] | None:
         owners = [get_kind(k) for k in kinds if get_kind(k).delta_roles(site)]
         reports.append({"name": site.name, "op": site.op, "bn": site.bn.name if site.bn is not None else None,
                         "kinds": {kind.name: list(kind.delta_roles(site)) for kind in owners},
-                        "parameters": {kind.name: _layer_parameters(kind, kind.site_layer(site)) for kind in owners}})
+                        "parameters": {kind.name: kind.layer_parameters(kind.site_layer(site)) for kind in owners}})
     return reports
-
-
-def _layer_parameters(kind, layer) -> int:
-    """What ``kind`` trains in ``layer``: a budget (``train --budget``) keeps or shares a site's layer as one unit."""
-    return sum(int(np.prod(v.shape)) for v in kind.trainable_variables(layer))
 
 
 def _parameters(model, kinds) -> dict:

@@ -47,9 +47,13 @@ class PatchKind:
         """The layer of ``site`` this kind owns (a selection names it), for a site where ``delta_roles`` is not empty."""
         raise NotImplementedError
 
+    def layer_parameters(self, layer) -> int:
+        """Parameters this kind trains in ``layer`` (a budget keeps or shares a layer as one unit)."""
+        return sum(int(np.prod(v.shape)) for v in self.trainable_variables(layer))
+
     def parameter_count(self, model) -> int:
         """Trained parameters of this kind in ``model``."""
-        return sum(int(np.prod(v.shape)) for layer in self.layers(model) for v in self.trainable_variables(layer))
+        return sum(self.layer_parameters(layer) for layer in self.layers(model))
 
 
 _KINDS: dict[str, PatchKind] = {}
@@ -170,9 +174,10 @@ def owned_layer_ids(model, kinds, selection=None) -> set[int]:
 
 def parameter_count(model, kinds, selection=None) -> int:
     """Parameters ``kinds`` train in ``model``, counting only the selected layers of selectable kinds."""
-    return sum(int(np.prod(v.shape)) for name in kinds for layer in get_kind(name).layers(model)
-               if _selected(get_kind(name), layer, selection)
-               for v in get_kind(name).trainable_variables(layer))
+    if selection is None:
+        return sum(get_kind(name).parameter_count(model) for name in kinds)  # a kind may count its own way
+    return sum(get_kind(name).layer_parameters(layer) for name in kinds for layer in get_kind(name).layers(model)
+               if _selected(get_kind(name), layer, selection))
 
 
 def selectable_kind_names() -> tuple[str, ...]:

@@ -22,7 +22,6 @@ from edgepatch.kinds import (
     BN_STATS_MODES,
     DEFAULT_BN_STATS,
     batch_norm_layers,
-    get_kind,
     makes_patch,
     owned_layer_ids,
     parameter_count,
@@ -68,8 +67,6 @@ def freeze_outside(model, kinds, selection=None) -> int:
     trainable_layers = owned_layer_ids(model, kinds, selection)
     for layer in model.layers:
         layer.trainable = id(layer) in trainable_layers
-    if selection is None:
-        return sum(get_kind(name).parameter_count(model) for name in kinds)
     return parameter_count(model, kinds, selection)
 
 

@@ -17,21 +17,17 @@ GROUP_LASSO_STRENGTH = 0.05  # in Adam steps per step; at 0.5 every unit of Mobi
 HEAD_EPOCHS = 3  # head fitted on cached features before scoring: gradients of a random head are noise
 
 
-def _unit_variables(unit: Unit) -> list:
-    return get_kind(unit.kind).trainable_variables(unit.layer)
-
-
 def _grouped(units: list[Unit]) -> tuple[list[list], list]:
     """Each unit's trained variables, and all of them in one list (the order gradients come in)."""
-    groups = [_unit_variables(unit) for unit in units]
+    groups = [get_kind(unit.kind).trainable_variables(unit.layer) for unit in units]
     return groups, [v for group in groups for v in group]
 
 
 class _Restored:
-    """Snapshot the head's and the units' values; put them back on exit."""
+    """Snapshot the head's and the units' variables (``unit_variables``); put their values back on exit."""
 
-    def __init__(self, model, units: list[Unit]):
-        self.variables = [*head_layer(model).weights, *(v for unit in units for v in _unit_variables(unit))]
+    def __init__(self, model, unit_variables: list):
+        self.variables = [*head_layer(model).weights, *unit_variables]
 
     def __enter__(self):
         self.values = [v.numpy() for v in self.variables]
@@ -76,7 +72,7 @@ class ScoreSelector(Selector):
             return tape.gradient(value, flat)
 
         totals = np.zeros(len(units))
-        with _Restored(model, units):
+        with _Restored(model, flat):
             fit_head_on_features(model, context.features_data, learning_rate=context.learning_rate,
                                  epochs=HEAD_EPOCHS, batch_size=context.batch_size, seed=context.seed, verbose=0)
             batches = context.train_data if context.score_batches is None else \
@@ -102,7 +98,7 @@ class LearnedSelector(Selector):
         optimizer = keras.optimizers.Adam(context.learning_rate)
         optimizer.build([*flat, *head])  # its slots exist before the traced step uses them
         loss = _loss()
-        with _Restored(model, units) as restored:
+        with _Restored(model, flat) as restored:
             origin = [tf.constant(value) for value in restored.values[len(head_layer(model).weights):]]
             shrink = GROUP_LASSO_STRENGTH * context.learning_rate
 
@@ -113,12 +109,11 @@ class LearnedSelector(Selector):
                 trained = [*flat, *head]
                 optimizer.apply_gradients(zip(tape.gradient(value, trained), trained))
                 position = 0
-                for group in groups:  # proximal step of the group lasso, one group per unit
+                for unit, group in zip(units, groups):  # proximal step of the group lasso, one group per unit
                     starts = origin[position:position + len(group)]
                     changes = [v - s for v, s in zip(group, starts)]
                     norm = tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(c)) for c in changes]))
-                    size = float(sum(int(np.prod(v.shape)) for v in group))
-                    keep = tf.maximum(0.0, 1.0 - shrink * size ** 0.5 / tf.maximum(norm, 1e-12))
+                    keep = tf.maximum(0.0, 1.0 - shrink * unit.parameters ** 0.5 / tf.maximum(norm, 1e-12))
                     for variable, start, change in zip(group, starts, changes):
                         variable.assign(start + keep * change)
                     position += len(group)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import numpy as np
-
 from edgepatch.errors import UsageError
 from edgepatch.kinds import get_kind, selectable_layers
 
@@ -97,7 +95,7 @@ def budget_units(model, kinds) -> list[Unit]:
     """The units of ``kinds`` in ``model`` (model order) that a budget chooses among."""
     units = []
     for kind_name, layer in selectable_layers(model, kinds):
-        count = sum(int(np.prod(v.shape)) for v in get_kind(kind_name).trainable_variables(layer))
+        count = get_kind(kind_name).layer_parameters(layer)
         if count:
             units.append(Unit(layer.name, kind_name, count, layer))
     return units
