@@ -25,8 +25,7 @@ caches decoded images between them, and writes:
 - ``OUT/accuracy_vs_parameters.png``: test accuracy vs trained parameters,
   and accuracy vs learning rate.
 
-Modules: ``plan`` (what each mode runs), ``datasets`` (decode cache, the
-derived far-domain dataset), ``runs`` (one run through the API),
+Modules: ``plan`` (what each mode runs), ``datasets`` (decode cache), ``runs`` (one run through the API),
 ``experiments`` (the schedule), ``tables`` (aggregation and verdicts),
 ``paper`` (quoted figures), ``report`` (Markdown and plot).
 """

@@ -1,10 +1,11 @@
-"""Command line: ``python -m benchmarks.reproduce [--quick] --weights H5 --data DIR [...]``.
+"""Command line: ``python -m benchmarks.reproduce [--mode full|quick|gpu] [--weights H5] [--data DIR] [...]``.
 
 Examples (from the repository root)::
 
     .venv/bin/python -m benchmarks.reproduce --quick \\
         --weights ../shared/weights/mobilenet_v2_1.0_224_no_top.h5 --data ../shared/data/flowers5
     .venv/bin/python -m benchmarks.reproduce --data-large ../shared/data/flowers5_large   # full mode, + more data
+    python -m benchmarks.reproduce --mode gpu   # on a GPU machine with the gpu extra: 224 px, the large datasets
     .venv/bin/python -m benchmarks.reproduce --render-only --out benchmarks/results/reproduce/full
 
 Progress goes to stderr, one line per run; the paths written go to stdout.
@@ -19,39 +20,40 @@ import os
 import platform
 import shlex
 import sys
-import tempfile
 import time
 
 from benchmarks.reproduce import SCHEMA
-from benchmarks.reproduce.datasets import INVERTED_DESCRIPTION, DecodedCache, derive_inverted
+from benchmarks.reproduce.datasets import DecodedCache
 from benchmarks.reproduce.experiments import EXPERIMENTS, Roles, Schedule
-from benchmarks.reproduce.plan import PLANS
+from benchmarks.reproduce.plan import DEFAULT_DATASETS, PLANS
 from benchmarks.reproduce.report import write_report
 from benchmarks.reproduce.runs import Context, Runner
 
 DEFAULT_WEIGHTS = "../shared/weights/mobilenet_v2_1.0_224_no_top.h5"
-DEFAULT_DATA = "../shared/data/flowers5"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.reproduce", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="the under-10-minute preview (4 of 6 experiments, 1 seed) instead of the full run")
-    parser.add_argument("--plan", choices=sorted(PLANS), help=argparse.SUPPRESS)  # 'smoke' is for tests
+    parser.add_argument("--mode", choices=sorted(PLANS), default="full",
+                        help="full (about 90 minutes on 2 cores, the default), quick (the under-10-minute preview: "
+                             "4 of 6 experiments, 1 seed) or gpu (the paper's scale; needs a GPU); smoke is for tests")
+    parser.add_argument("--quick", action="store_true", help="the same as --mode quick")
     parser.add_argument("--weights", default=DEFAULT_WEIGHTS, help="MobileNetV2 1.0 no-top .h5 (default: %(default)s)")
-    parser.add_argument("--data", default=DEFAULT_DATA, help="near-domain class-folder dataset (default: %(default)s)")
-    parser.add_argument("--far-data", help="far-domain class-folder dataset; default: the colour-inverted --data, "
-                                           "generated under --cache-dir")
+    parser.add_argument("--data", help="near-domain class-folder dataset (default: ../shared/data/flowers5; "
+                                       "flowers5_large in gpu mode)")
+    parser.add_argument("--far-data", help="far-domain class-folder dataset (default: ../shared/data/eurosat, "
+                                           "satellite tiles; eurosat_large in gpu mode)")
     parser.add_argument("--data-large", help="a larger dataset of the same task, e.g. ../shared/data/flowers5_large")
     parser.add_argument("--out", help="output folder (default: benchmarks/results/reproduce/<mode>)")
-    parser.add_argument("--cache-dir", default=os.path.join(tempfile.gettempdir(), "edgepatch-reproduce"),
-                        help="where derived datasets are written (default: %(default)s)")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(EXPERIMENTS)}")
     parser.add_argument("--fresh", action="store_true", help="ignore runs already in OUT/results.json")
     parser.add_argument("--render-only", action="store_true",
                         help="rewrite REPORT.md and the plot from OUT/results.json")
     args = parser.parse_args(argv)
-    args.mode = args.plan or ("quick" if args.quick else "full")
+    args.mode = "quick" if args.quick else args.mode
+    args.data = args.data or DEFAULT_DATASETS[args.mode][0]
+    args.far_data = args.far_data or DEFAULT_DATASETS[args.mode][1]
     args.out = args.out or os.path.join("benchmarks", "results", "reproduce", args.mode)
     experiments = tuple(e.strip() for e in args.only.split(",")) if args.only else EXPERIMENTS
     unknown = sorted(set(experiments) - set(EXPERIMENTS))
@@ -71,25 +73,28 @@ def _environment() -> dict:
     import numpy
     import tensorflow
 
-    return {"machine": f"{os.cpu_count()} CPUs, {platform.machine()}, {platform.system()}",
+    gpus = [device.name for device in tensorflow.config.list_physical_devices("GPU")]
+    return {"machine": f"{os.cpu_count()} CPUs, {platform.machine()}, {platform.system()}", "gpus": gpus,
             "load_at_start": round(os.getloadavg()[0], 2),
             "versions": {"python": platform.python_version(), "tensorflow": tensorflow.__version__,
                          "keras": keras.__version__, "numpy": numpy.__version__}}
 
 
+def _api_defaults() -> dict:
+    """What ``edgepatch train`` uses when no flag is passed, for the defaults verdicts."""
+    from benchmarks.reproduce.plan import TRANSFER_VARIANTS, VARIANTS
+    from edgepatch.kinds import DEFAULT_BN_STATS, default_learning_rate
+
+    return {"lr": {v: default_learning_rate(VARIANTS[v][0]) for v in TRANSFER_VARIANTS}, "bn_stats": DEFAULT_BN_STATS}
+
+
 def _datasets(args) -> tuple[Roles, dict]:
-    """Roles and per-dataset facts; derives the far dataset when none is passed."""
+    """Roles and per-dataset facts."""
     from edgepatch.train.data import scan_image_folders
 
     near = os.path.basename(os.path.normpath(args.data))
-    entries = {near: (args.data, f"`{args.data}` as given")}
-    if args.far_data:
-        far = os.path.basename(os.path.normpath(args.far_data))
-        entries[far] = (args.far_data, f"`{args.far_data}` as given (--far-data)")
-    else:
-        far = f"{near}-inverted"
-        entries[far] = (derive_inverted(args.data, args.cache_dir), (f"{INVERTED_DESCRIPTION} `{args.data}`; "
-                        f"generated under `{args.cache_dir}`, never committed"))
+    far = os.path.basename(os.path.normpath(args.far_data))
+    entries = {near: (args.data, f"`{args.data}` as given"), far: (args.far_data, f"`{args.far_data}` as given")}
     large = None
     if args.data_large:
         large = os.path.basename(os.path.normpath(args.data_large))
@@ -135,6 +140,11 @@ def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     started = time.perf_counter()
     plan = PLANS[args.mode]()
+    environment = _environment()
+    if args.mode == "gpu" and not environment["gpus"]:
+        print("error: --mode gpu needs a GPU and TensorFlow sees none (install the gpu extra: "
+              "pip install -e '.[gpu]')", file=sys.stderr)
+        return 2
     roles, facts = _datasets(args)
     if args.data_large is None and "large" in args.experiments:
         args.experiments = tuple(e for e in args.experiments if e != "large")
@@ -143,7 +153,8 @@ def main(argv=None) -> int:
                                                          *(argv if argv is not None else sys.argv[1:])]),
                "plan": json.loads(json.dumps(plan.to_json())), "weights": args.weights,
                "roles": {"near": roles.near, "far": roles.far, "large": roles.large}, "datasets": facts,
-               "experiments": list(args.experiments), "environment": _environment(), "runs": [], "chosen_lrs": []}
+               "experiments": list(args.experiments), "environment": environment, "api_defaults": _api_defaults(),
+               "runs": [], "chosen_lrs": []}
     cache = DecodedCache()
     ctx = Context(args.weights, {name: info["path"] for name, info in facts.items()}, cache, plan.bn_momentum)
     schedule = None

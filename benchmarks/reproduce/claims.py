@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 
 from benchmarks.reproduce import paper
@@ -16,6 +17,7 @@ from benchmarks.reproduce.tables import (
     multi_runs,
     paired,
     summarize_runs,
+    transfer_resolution,
     transfer_runs,
     within,
 )
@@ -213,6 +215,45 @@ def anchor(results: dict) -> list[Verdict]:
     return verdicts
 
 
+DEFAULTS_CLAIM = "our target (issue 19): a user who passes no flag gets within 1 point of the best setting found"
+
+
+def _default_gap(runs: list[dict], is_default) -> tuple[str, str]:
+    """(ours, verdict): the seed-0 gap between the best run and the run with the API's default setting."""
+    at_default = [r for r in runs if is_default(r)]
+    if len(runs) < 2 or not at_default:
+        return "default not among the runs", NOT_RUN
+    best = max(runs, key=lambda r: r["test_accuracy"])
+    gap = 100 * (best["test_accuracy"] - at_default[0]["test_accuracy"])
+    return f"default {100 * at_default[0]['test_accuracy']:.1f}, best {100 * best['test_accuracy']:.1f}: gap {gap:.1f}", \
+        HELD if gap <= 1.0 else NOT_HELD
+
+
+def api_defaults(results: dict) -> list[Verdict]:
+    """train's default LR per variant and its default BN-statistics mode against the sweeps, per domain."""
+    defaults, plan, seed = results.get("api_defaults"), results["plan"], results["plan"]["seeds"][0]
+    if not defaults:
+        return []
+    verdicts = []
+    for role, name in _regimes(results):
+        if role == "large":
+            continue
+        for variant in ("last", "sb+last", "full"):
+            sweep = transfer_runs(results, dataset=name, variant=variant, weights="imagenet", bn_stats="frozen",
+                                  seed=seed, resolution=transfer_resolution(results, name), epochs=plan["epochs"])
+            ours, verdict = _default_gap(sweep, lambda r, v=variant: math.isclose(r["lr"], defaults["lr"][v]))
+            verdicts.append(Verdict(f"train's default LR for {variant} ({defaults['lr'][variant]:g}) within 1 point "
+                                    "of the best LR swept", f"{role} ({name})", DEFAULTS_CLAIM, ours, verdict, (seed,)))
+        modes = [headline(results, name, "sb+last", bn_stats=mode, seed=seed)
+                 for mode in ("frozen", *(plan["bn_modes"] if role == "near" else plan["far_bn_modes"]))]
+        ours, verdict = _default_gap([r for runs in modes for r in runs],
+                                     lambda r: r["bn_stats"] == defaults["bn_stats"])
+        verdicts.append(Verdict(f"train's default BN statistics ({defaults['bn_stats']}) within 1 point of the best "
+                                "mode for S/B + last", f"{role} ({name})", DEFAULTS_CLAIM, ours, verdict, (seed,)))
+    return verdicts
+
+
 def all_verdicts(results: dict) -> list[Verdict]:
     return [*sb_beats_last(results), *sb_near_full(results), *multires(results), *lr_trends(results),
-            *random_backbone(results), *bn_statistics(results), *multitask(results), *anchor(results)]
+            *random_backbone(results), *bn_statistics(results), *multitask(results), *anchor(results),
+            *api_defaults(results)]

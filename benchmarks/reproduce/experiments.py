@@ -54,7 +54,8 @@ class Schedule:
         self.used: dict[tuple[str, str], tuple[float, str]] = {}
 
     def _spec(self, dataset, variant, lr, seed, **overrides) -> TransferSpec:
-        fields = {"dataset": dataset, "variant": variant, "resolution": self.plan.resolution,
+        fields = {"dataset": dataset, "variant": variant,
+                  "resolution": self.plan.transfer_resolution(dataset, self.roles.far),
                   "epochs": self.plan.epochs, "lr": lr, "seed": seed, "batch_size": self.plan.batch_size}
         fields.update(overrides)
         return TransferSpec(**fields)
@@ -100,7 +101,8 @@ class Schedule:
         for variant in plan.far_variants:
             if variant in plan.far_lr_grid:
                 self.sweep(self.roles.far, variant, plan.far_lr_grid[variant])
-            self.seeds(self.roles.far, variant)
+        for variant in plan.far_variants:
+            self.seeds(self.roles.far, variant, None if variant in plan.headline_variants else plan.seeds[:1])
 
     def bn(self) -> None:
         """Paper table 6: last; last + re-estimated statistics; + learned S/B (and the API's three modes)."""
@@ -134,16 +136,20 @@ class Schedule:
         if self.roles.far is None:
             return
         tasks = ((self.roles.near, plan.multitask_resolution), (self.roles.far, plan.multitask_resolution))
-        for seed in plan.multitask_seeds:
-            for config in ("sb+last private", "last private") + (("independent",) if plan.independent_baselines else ()):
-                self.run(MultiSpec(tasks, config, plan.multitask_epochs, self.multitask_lr(), seed, plan.batch_size))
+        self._multi(tasks, ("sb+last private", "last private"), plan.multitask_epochs, plan.multitask_seeds,
+                    plan.multitask_independent_seeds)
 
     def multires(self) -> None:
         plan = self.plan
         tasks = tuple((self.roles.near, res) for res in plan.multires_resolutions)
-        for seed in plan.multires_seeds:
-            for config in ("sb private", "all shared") + (("independent",) if plan.independent_baselines else ()):
-                self.run(MultiSpec(tasks, config, plan.multires_epochs, self.multitask_lr(), seed, plan.batch_size))
+        self._multi(tasks, ("sb private", "all shared"), plan.multires_epochs, plan.multires_seeds,
+                    plan.multires_independent_seeds)
+
+    def _multi(self, tasks, configs, epochs, seeds, independent_seeds) -> None:
+        for seed in sorted(set(seeds) | set(independent_seeds)):
+            chosen = (configs if seed in seeds else ()) + (("independent",) if seed in independent_seeds else ())
+            for config in chosen:
+                self.run(MultiSpec(tasks, config, epochs, self.multitask_lr(), seed, self.plan.batch_size))
 
     def large(self) -> None:
         if self.roles.large is None:

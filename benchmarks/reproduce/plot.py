@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from benchmarks.reproduce import paper
 from benchmarks.reproduce.plan import LABELS, TRANSFER_VARIANTS
-from benchmarks.reproduce.tables import headline, summarize_runs, transfer_runs
+from benchmarks.reproduce.tables import headline, summarize_runs, transfer_resolution, transfer_runs
 
 MARKERS = {"near": "o", "far": "^", "large": "s"}
 
@@ -45,7 +45,8 @@ def _lr_panel(axis, results: dict) -> None:
             continue
         for index, variant in enumerate(TRANSFER_VARIANTS):
             runs = transfer_runs(results, dataset=name, variant=variant, weights="imagenet", bn_stats="frozen",
-                                 seed=plan["seeds"][0], resolution=plan["resolution"], epochs=plan["epochs"])
+                                 seed=plan["seeds"][0], resolution=transfer_resolution(results, name),
+                                 epochs=plan["epochs"])
             if len(runs) < 2:
                 continue
             axis.plot([r["lr"] for r in runs], [100 * r["test_accuracy"] for r in runs],

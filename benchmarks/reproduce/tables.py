@@ -45,11 +45,17 @@ def chosen_lr(results: dict, dataset: str, variant: str) -> float | None:
     return None
 
 
+def transfer_resolution(results: dict, dataset: str) -> int:
+    """The plan's transfer resolution for ``dataset`` (the far domain has its own)."""
+    plan = results["plan"]
+    return plan["far_resolution"] if dataset == results["roles"]["far"] else plan["resolution"]
+
+
 def headline(results: dict, dataset: str, variant: str, **overrides) -> list[dict]:
     """Runs of ``variant`` on ``dataset`` at its chosen LR and the plan's resolution and epochs."""
     plan = results["plan"]
     match = {"dataset": dataset, "variant": variant, "weights": "imagenet", "bn_stats": "frozen",
-                 "resolution": plan["resolution"], "epochs": plan["epochs"]}
+             "resolution": transfer_resolution(results, dataset), "epochs": plan["epochs"]}
     match.update(overrides)
     if "lr" not in match:  # the dataset's own choice, else the near dataset's (as the schedule does)
         lr = chosen_lr(results, dataset, variant) or chosen_lr(results, results["roles"]["near"], variant)

@@ -76,7 +76,8 @@ def render_training(result: dict) -> str:
               "parameter, after fitting the head), learned (a group-lasso warm-up epoch; ranked by movement), "
               "last (nearest the output), random.")
 @click.option("--epochs", default=5, show_default=True, type=int)
-@click.option("--lr", default=None, type=float, help="Learning rate (default 1e-3; 1e-4 for full fine-tuning).")
+@click.option("--lr", default=None, type=float, help="Learning rate (default: 3e-3 with scale_bias or depthwise, 1e-3 for logits alone, "
+                   "1e-4 for full fine-tuning; see the README's defaults table).")
 @click.option("--batch-size", default=32, show_default=True, type=int)
 @click.option("--bn-stats", default=None, help="transfer: BN statistics handling, frozen | reestimate | momentum "
                                                "(default: frozen, measured best; see README).")

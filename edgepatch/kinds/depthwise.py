@@ -8,6 +8,7 @@ class Depthwise(PatchKind):
     name = "depthwise"
     help = "depthwise conv kernels (and their biases, if any)"
     selectable = True
+    default_learning_rate = 3e-3
 
     def layers(self, model) -> list:
         import keras

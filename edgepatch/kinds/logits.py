@@ -9,6 +9,7 @@ class Logits(PatchKind):
     name = "logits"
     help = "the last Dense layer (kernel and bias)"
     owns_head = True
+    trains_backbone = False
 
     def layers(self, model) -> list:
         return [head_layer(model)]

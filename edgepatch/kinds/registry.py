@@ -28,7 +28,8 @@ class PatchKind:
     makes_patch: bool = True  # False: trains every layer and ships a whole model, no patch
     owns_head: bool = False  # trains (and, in a patch, keeps private) the classifier head
     owns_bn_statistics: bool = False  # the run's BN-statistics mode applies to the model's BN layers
-    default_learning_rate: float = 1e-3  # Adam's, when the run sets none (paper, appendix B.2)
+    default_learning_rate: float = 1e-3  # Adam's, when the run sets none; chosen by the README's sweep table
+    trains_backbone: bool = True  # False for the head alone: a patch with backbone kinds takes their rate
     selectable: bool = False  # a parameter budget may keep some of its layers private and share the rest
 
     def layers(self, model) -> list:
@@ -149,8 +150,14 @@ def statistics_are_private(kinds) -> bool:
 
 
 def default_learning_rate(kinds) -> float:
-    """The smallest default learning rate among ``kinds`` (full fine-tuning wants a small one)."""
-    return min((get_kind(name).default_learning_rate for name in kinds), default=PatchKind.default_learning_rate)
+    """The smallest default learning rate among the backbone kinds of ``kinds``, else the head's.
+
+    Full fine-tuning wants a small rate, S/B and depthwise patches a larger one than the
+    head alone (sweeps on flowers5 and eurosat: benchmarks/results/reproduce/full/REPORT.md).
+    """
+    chosen = [get_kind(name) for name in kinds]
+    backbone = [kind for kind in chosen if kind.trains_backbone] or chosen
+    return min((kind.default_learning_rate for kind in backbone), default=PatchKind.default_learning_rate)
 
 
 def _selected(kind: PatchKind, layer, selection) -> bool:

@@ -9,6 +9,7 @@ class ScaleBias(PatchKind):
     help = "BatchNorm gamma/beta (trained) and moving mean/variance (re-estimated)"
     owns_bn_statistics = True
     selectable = True
+    default_learning_rate = 3e-3
 
     def layers(self, model) -> list:
         return batch_norm_layers(model)

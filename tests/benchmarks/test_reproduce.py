@@ -31,19 +31,19 @@ RUN_FIELDS = {"kind", "key", "dataset", "variant", "weights", "resolution", "epo
               "batch_size", "trained", "classes", "train_images", "test_images", "train_accuracy", "test_accuracy",
               "trained_parameters", "total_parameters", "seconds"}
 RESULT_FIELDS = {"schema", "command", "plan", "weights", "roles", "datasets", "experiments", "environment", "runs",
-                 "chosen_lrs", "pending_runs", "wall_seconds", "run_seconds", "decode_cache"}
+                 "chosen_lrs", "pending_runs", "wall_seconds", "run_seconds", "decode_cache", "api_defaults"}
 
 
-def _tiny_dataset(shared_dir: str, root) -> str:
+def _tiny_dataset(shared_dir: str, root, source_name: str, classes: tuple[str, str], name: str) -> str:
     """2 classes x (3 train + 2 test) real photos copied into a temporary folder."""
     for split, count in (("train", 3), ("test", 2)):
-        for name in ("daisy", "sunflower"):
-            source = os.path.join(shared_dir, "data", "flowers5", split, name)
-            target = root / "tiny" / split / name
+        for label in classes:
+            source = os.path.join(shared_dir, "data", source_name, split, label)
+            target = root / name / split / label
             target.mkdir(parents=True)
             for file in sorted(os.listdir(source))[:count]:
                 shutil.copy(os.path.join(source, file), target / file)
-    return str(root / "tiny")
+    return str(root / name)
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +51,12 @@ def smoke(shared_dir, tmp_path_factory):
     from benchmarks.reproduce.__main__ import main
 
     root = tmp_path_factory.mktemp("reproduce")
-    data = _tiny_dataset(shared_dir, root)
+    data = _tiny_dataset(shared_dir, root, "flowers5", ("daisy", "sunflower"), "tiny")
+    far = _tiny_dataset(shared_dir, root, "eurosat", ("Forest", "River"), "tinyfar")
     out = root / "out"
     weights = os.path.join(shared_dir, "weights", "mobilenet_v2_1.0_224_no_top.h5")
-    assert main(["--plan", "smoke", "--only", "transfer", "--weights", weights, "--data", data, "--out", str(out),
-                 "--cache-dir", str(root / "cache")]) == 0
+    assert main(["--mode", "smoke", "--only", "transfer", "--weights", weights, "--data", data, "--far-data", far,
+                 "--out", str(out)]) == 0
     with open(out / "results.json") as handle:
         return json.load(handle), out, root
 
@@ -64,14 +65,15 @@ def test_results_json_states_every_run(smoke):
     results, _, _ = smoke
     assert set(results) == RESULT_FIELDS
     assert results["schema"] == SCHEMA
-    assert results["roles"] == {"near": "tiny", "far": "tiny-inverted", "large": None}
-    assert results["datasets"]["tiny-inverted"]["train_images"] == 6
+    assert results["roles"] == {"near": "tiny", "far": "tinyfar", "large": None}
+    assert results["datasets"]["tinyfar"]["train_images"] == 6
     (run,) = results["runs"]
     assert set(run) >= RUN_FIELDS
     assert (run["variant"], run["resolution"], run["epochs"], run["lr"], run["seed"]) == ("sb+last", 32, 1, 1e-3, 0)
     assert run["trained_parameters"] == 34_112 + 1280 * 2 + 2  # MobileNetV2 1.0 gamma/beta + a 2-class head
     assert 0.0 <= run["test_accuracy"] <= 1.0 and run["test_images"] == 4
     assert results["chosen_lrs"] == [{"dataset": "tiny", "variant": "sb+last", "lr": 1e-3, "source": "sweep"}]
+    assert results["api_defaults"]["lr"]["sb+last"] == 3e-3 and results["api_defaults"]["bn_stats"] == "frozen"
 
 
 def test_report_and_plot_render_from_json(smoke):
@@ -88,16 +90,20 @@ def test_report_and_plot_render_from_json(smoke):
     assert (out / "REPORT.md").read_text() == report
 
 
-def test_derived_far_domain_is_the_inverse(smoke):
-    import numpy as np
-    from PIL import Image
+def test_gpu_mode_refuses_a_machine_without_a_gpu(shared_dir, capsys):
+    import tensorflow as tf
 
-    _, _, root = smoke
-    (derived,) = [p for p in (root / "cache").iterdir() if p.name.startswith("tiny-inverted-")]
-    source = min((root / "tiny" / "train" / "daisy").iterdir())
-    inverted = derived / "train" / "daisy" / (source.stem + ".png")
-    original = np.asarray(Image.open(source).convert("RGB"), dtype=np.int16)
-    assert np.array_equal(np.asarray(Image.open(inverted), dtype=np.int16), 255 - original)
+    from benchmarks.reproduce.__main__ import main
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("this machine has a GPU")
+    weights = os.path.join(shared_dir, "weights", "mobilenet_v2_1.0_224_no_top.h5")
+    data = [os.path.join(shared_dir, "data", name) for name in ("flowers5_large", "eurosat_large")]
+    assert main(["--mode", "gpu", "--weights", weights, "--data", data[0], "--far-data", data[1],
+                 "--out", os.path.join(REPO, "benchmarks", "results", "reproduce", "never-written")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: --mode gpu needs a GPU and TensorFlow sees none (install the gpu extra: pip install -e '.[gpu]')"]
+    assert not os.path.exists(os.path.join(REPO, "benchmarks", "results", "reproduce", "never-written"))
 
 
 def test_verdict_rules():
@@ -141,3 +147,28 @@ def test_shared_statistics_average_over_every_task():
     np.testing.assert_allclose(np.asarray(shared.moving_mean), np.mean(batch_means, axis=0), atol=1e-5)
     assert shared.momentum == 0.999 and private.momentum == 0.99  # restored
     assert abs(float(np.mean(np.asarray(private.moving_mean)))) < 0.2  # its input is already normalised
+
+
+def test_defaults_verdicts_compare_the_default_with_the_best_swept_setting():
+    from benchmarks.reproduce.claims import api_defaults
+    from benchmarks.reproduce.plan import full_plan
+
+    def run(dataset, variant, lr, accuracy, bn_stats="frozen", resolution=128):
+        return {"kind": "transfer", "dataset": dataset, "variant": variant, "weights": "imagenet", "lr": lr,
+                "seed": 0, "bn_stats": bn_stats, "resolution": resolution, "epochs": 5, "test_accuracy": accuracy}
+
+    runs = [run("near", "last", 1e-3, 0.86), run("near", "last", 1e-2, 0.865),  # default 0.5 below: held
+            run("near", "sb+last", 1e-3, 0.80), run("near", "sb+last", 3e-3, 0.84),  # default at the best
+            run("far", "sb+last", 1e-3, 0.90, resolution=96), run("far", "sb+last", 3e-3, 0.88, resolution=96),
+            run("near", "sb+last", 3e-3, 0.70, bn_stats="reestimate")]
+    results = {"plan": full_plan().to_json(), "roles": {"near": "near", "far": "far", "large": None}, "runs": runs,
+               "chosen_lrs": [{"dataset": d, "variant": "sb+last", "lr": 3e-3, "source": "sweep"} for d in ("near", "far")],
+               "api_defaults": {"lr": {"last": 1e-3, "sb+last": 3e-3, "full": 1e-4}, "bn_stats": "frozen"}}
+    verdicts = {(v.claim, v.regime): v.verdict for v in api_defaults(results)}
+    lr_claim = "train's default LR for {} ({}) within 1 point of the best LR swept"
+    assert verdicts[(lr_claim.format("last", "0.001"), "near (near)")] == HELD  # 0.5 below the best
+    assert verdicts[(lr_claim.format("sb+last", "0.003"), "near (near)")] == HELD
+    assert verdicts[(lr_claim.format("sb+last", "0.003"), "far (far)")] == NOT_HELD  # 2 points below 1e-3
+    assert verdicts[(lr_claim.format("full", "0.0001"), "near (near)")] == NOT_RUN  # never swept
+    assert verdicts[("train's default BN statistics (frozen) within 1 point of the best mode for S/B + last",
+                     "near (near)")] == HELD

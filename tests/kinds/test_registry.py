@@ -61,7 +61,7 @@ def test_every_kind_answers_every_hook(model, name):
 def test_kind_properties():
     owners = {name: (get_kind(name).makes_patch, get_kind(name).owns_head, get_kind(name).owns_bn_statistics,
                      get_kind(name).default_learning_rate) for name in kind_names()}
-    assert owners == {"scale_bias": (True, False, True, 1e-3), "depthwise": (True, False, False, 1e-3),
+    assert owners == {"scale_bias": (True, False, True, 3e-3), "depthwise": (True, False, False, 3e-3),
                       "logits": (True, True, False, 1e-3), "full": (False, True, True, 1e-4)}
 
 
@@ -73,7 +73,9 @@ def test_queries_over_kinds():
     assert makes_patch(("scale_bias", "logits")) and not makes_patch(("full",))
     assert with_head(("scale_bias",)) == ("scale_bias", "logits")
     assert with_head(("logits", "depthwise")) == ("depthwise", "logits")
-    assert default_learning_rate(("scale_bias", "logits")) == 1e-3
+    assert default_learning_rate(("scale_bias", "logits")) == 3e-3  # the backbone kind's, not the head's
+    assert default_learning_rate(("depthwise", "logits")) == 3e-3
+    assert default_learning_rate(("logits",)) == 1e-3
     assert default_learning_rate(("full",)) == 1e-4
 
 
