@@ -13,6 +13,9 @@ tasks use, the pad is folded into the conv: the converters then emit no PAD
 op, as they do for a fixed-shape model (a PAD op costs latency).
 At other input sizes the base pads the way ``"same"`` does, as MobileNetV2
 built at that size would.
+
+Input Rescaling/Normalization layers whose affine a conv site's folded
+weights absorbed (``converters.fold.find_input_fold``) become identities.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ def unplaceable_layer(layer) -> str:
 
 
 def _pass_through_layer(keras, name: str):
-    """A weightless identity (for a folded BN or pad) that accepts BN's call arguments (training, mask)."""
+    """A weightless identity (a folded BN, pad or input affine) that accepts BN's call arguments (training, mask)."""
 
     class FoldedBatchNorm(keras.layers.Layer):
         def call(self, inputs, training=None, mask=None):
@@ -113,9 +116,12 @@ def build_folded_model(model, folded: dict[str, FoldedSite], head_width: int, pa
     same_convs = set(pads.values())
     sites = {site.name: site for site in find_sites(model)}
     folded_bns = {site.bn.name for site in sites.values() if site.bn is not None}
+    absorbed = {name for site in folded.values() if site.input_fold is not None for name in site.input_fold.layers}
     head_name = head_layer(model).name
 
     def clone_layer(layer):
+        if layer.name in absorbed:  # its multiply (and add) is in a site's kernel (and bias)
+            return _pass_through_layer(keras, layer.name)
         if layer.name in folded and layer.name not in sites:  # an input affine (converters.fold.fold_input_affines)
             return keras.layers.DepthwiseConv2D(1, use_bias=True, name=layer.name)
         if not isinstance(layer, keras.layers.Layer) or is_constant_layer(layer):
@@ -145,10 +151,11 @@ def build_folded_model(model, folded: dict[str, FoldedSite], head_width: int, pa
     if bn_left:
         raise FoldError(f"BatchNormalization layers left after folding: {bn_left}")
     log.info(
-        "folded %d BN layers and %d pads: %d layers -> %d layers",
+        "folded %d BN layers, %d pads and %d input affines: %d layers -> %d layers",
         len(folded_bns),
         len(pads),
+        len(absorbed),
         len(model.layers),
-        len(folded_model.layers) - len(folded_bns) - len(pads),
+        len(folded_model.layers) - len(folded_bns) - len(pads) - len(absorbed),
     )
     return folded_model

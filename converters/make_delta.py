@@ -9,6 +9,12 @@ leaves the spec's bounds), and the site ships its full folded kernel instead;
 the delta never holds inf or NaN. A ratio of exactly 1 on every channel (a BN
 without γ whose statistics stayed frozen) is left out: a delta ships only what its task changes, and a budgeted patch's
 sites outside its selection are not in the delta at all (the base's values serve).
+
+A conv site that absorbed the input's Rescaling/Normalization multiply
+(``converters.fold.find_input_fold``) holds ``W·a·s`` in the base: the ratio
+per output channel refolds it exactly, and a full kernel the delta ships is
+the task's ``W·a·s`` (the task is folded the same way). Base and task must
+have absorbed the same affine, since no delta can carry another one.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from converters.fold import FoldedSite
-from edgepatch.errors import NonFiniteError
+from edgepatch.errors import FoldError, NonFiniteError
 from edgepatch.format.delta import Delta, TaskInfo
 from edgepatch.format.delta_limits import MAX_ABS_SITE_SCALE, MIN_ABS_SITE_SCALE
 from edgepatch.format.names import BIAS, KERNEL, SCALE, tensor_name
@@ -42,6 +48,14 @@ def scale_ratio(task: FoldedSite, base: FoldedSite) -> np.ndarray | None:
     return ratio.astype(np.float32)
 
 
+def check_input_fold(task: FoldedSite, base: FoldedSite) -> None:
+    """Refuse a task site whose absorbed input affine is not the base's: the base has no op left to change it."""
+    if (task.input_fold is None) != (base.input_fold is None) or \
+            (task.input_fold is not None and not task.input_fold.same_as(base.input_fold)):
+        raise FoldError(f"site `{task.name}`: the task's input Rescaling/Normalization differs from the base's; "
+                        "a delta cannot change a constant of the base")
+
+
 def make_delta(
     sites: list[Site],
     base: dict[str, FoldedSite],
@@ -61,6 +75,7 @@ def make_delta(
         roles = site_roles(site, kinds, selection)
         if not roles:
             continue
+        check_input_fold(task[site.name], base[site.name])
         ratio = scale_ratio(task[site.name], base[site.name]) if SCALE in roles else None
         if SCALE in roles and ratio is None:
             roles = (roles - {SCALE}) | {KERNEL}
