@@ -120,7 +120,7 @@ def shipped(request, shared_dir, tmp_path_factory):
     set_batch_statistics(model, _train_inputs(model, data, size, preprocessing), seed=3)
     model.save(os.path.join(root, "user.keras"))
     trained = train_command(backbone=None, alpha=1.0, resolution=size, weights=os.path.join(root, "user.keras"),
-                            data_dir=data, task_name="flowers", patch_spec="scale_bias,logits", epochs=1, lr=None,
+                            data_dir=data, task_name="flowers", patch_spec="scale_bias,logits", epochs=1, lr=1e-3,
                             batch_size=8, bn_stats=None, bn_momentum=0.9, holdout=0.2, seed=0,
                             out_dir=os.path.join(root, "run"), preprocessing=preprocessing)
     converted = convert_command(trained["base_checkpoint"], [trained["patch"]], os.path.join(root, "ship"),
