@@ -82,9 +82,8 @@ def _check_options(formats, dtype, patches, quantize, calibration_dir, int8_delt
             raise UsageError(f"task name must match {TASK_NAME.pattern} to name its delta file. Received '{name}'")
     if len(set(names)) != len(names):
         raise UsageError(f"task names must be unique. Received {names}")
-    if quantize not in (None, "int8") or (quantize and not calibration_dir):
-        raise UsageError(f"quantize must be 'int8' with a calibration directory. Received quantize={quantize!r}, "
-                         f"calibration={calibration_dir!r}")
+    if quantize not in (None, "int8"):
+        raise UsageError(f"quantize must be 'int8' or None. Received quantize={quantize!r}")
     if int8_delta not in INT8_DELTA_MODES:
         raise UsageError(f"int8_delta must be one of {', '.join(INT8_DELTA_MODES)}. Received int8_delta={int8_delta!r}")
 
@@ -188,9 +187,12 @@ def _write_task_delta(stage: str, shared: FoldedBase, patch_path: str, patch: Ta
     return model
 
 
-def _write_int8(stage: str, shared: FoldedBase, patches: list[TaskPatch], int8_tasks: list, calibration_dir: str,
+def _write_int8(stage: str, shared: FoldedBase, patches: list[TaskPatch], int8_tasks: list, calibration,
                 int8_delta: str) -> dict:
-    """Pass 4 (``quantize="int8"``): ``base_int8.tflite`` and ``<task>.int8.delta`` per task."""
+    """Pass 4 (``quantize="int8"``): ``base_int8.tflite`` and ``<task>.int8.delta`` per task.
+
+    ``calibration``: where each model's images come from (``converters.quantize.int8_calibration``).
+    """
     from converters.quantize import emit_int8
 
     base = shared.checkpoint
@@ -199,7 +201,7 @@ def _write_int8(stage: str, shared: FoldedBase, patches: list[TaskPatch], int8_t
     preprocessing = patches[0].task.preprocessing if patches else BACKBONES["mobilenet_v2"].preprocessing
     # Its own copy: export_int8 nudges the zero biases of the model it is given.
     folded_model = build_folded_model(base, shared.folded, shared.head_width, shared.pads)
-    return emit_int8(stage, folded_model, int8_tasks, calibration_dir, resolution, preprocessing, int8_delta)
+    return emit_int8(stage, folded_model, int8_tasks, calibration, resolution, preprocessing, int8_delta)
 
 
 def check_out_dir(out_dir: str, inputs: list[str]) -> None:
@@ -241,13 +243,18 @@ def convert(
     """Emit ``base.<fmt>`` for each format and ``<task>.delta`` per patch into ``out_dir``.
 
     With ``quantize="int8"`` also ``base_int8.tflite`` and ``<task>.int8.delta``, each
-    calibrated on ``calibration_dir/<task>/`` (``calibration_dir/base/`` for the base);
+    calibrated on ``calibration_dir/<task>/`` (``calibration_dir/base/`` for the base) or, without
+    ``calibration_dir``, on the training images each patch records (the base: all tasks' together);
     ``int8_delta`` is ``"compact"`` (refold codes), ``"exact"`` (see ``edgepatch.format.int8_delta``) or
     ``"auto"``: compact where it reproduces the task's own int8 model (``converters.quantize.emit_int8``).
     """
     check_out_dir(out_dir, [model_path, *patch_paths, *([calibration_dir] if calibration_dir else [])])
     patches = [read_patch(path) for path in patch_paths]  # none: the base alone (e.g. a full fine-tune)
     _check_options(formats, dtype, patches, quantize, calibration_dir, int8_delta)
+    if quantize:
+        from converters.quantize import int8_calibration
+
+        calibration = int8_calibration(calibration_dir, patches)  # before any work: a bad source fails fast
     shared = _fold_base(model_path, patches, head_width)
     out_dir = os.path.abspath(out_dir)
     stage = make_stage_dir(out_dir, "convert")
@@ -269,7 +276,7 @@ def convert(
                                                  shared.pads)
                 int8_tasks.append((patch.task, folded_task))
         if quantize:
-            result.int8 = _write_int8(stage, shared, patches, int8_tasks, calibration_dir, int8_delta)
+            result.int8 = _write_int8(stage, shared, patches, int8_tasks, calibration, int8_delta)
         replace_dir(stage, out_dir)
         return result
     except BaseException:

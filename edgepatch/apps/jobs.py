@@ -6,6 +6,7 @@ converters, so nothing below it (runtime, delta format) imports it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import tempfile
@@ -13,6 +14,7 @@ import tempfile
 from edgepatch.errors import UsageError
 
 DEFAULT_BACKBONE = "mobilenet_v2"  # built when --base is not given and --weights is not a checkpoint
+DEFAULT_HOLDOUT = 0.2  # multi-task: each task's test share when its folder has no test/ (scan_image_folders)
 
 
 def _quiet_tensorflow() -> None:
@@ -37,7 +39,8 @@ def train_command(*, backbone, alpha, resolution, weights, data_dir, task_name, 
     trained = parse_trained_kinds(patch_spec)
     config = TrainConfig(trained=trained, epochs=epochs, learning_rate=lr, batch_size=batch_size,
                          bn_stats=bn_stats or DEFAULT_BN_STATS, bn_momentum=bn_momentum, seed=seed,
-                         backup_dir=os.path.join(out_dir, ".train-backup"), budget=budget, selector=selector)
+                         backup_dir=os.path.join(out_dir, ".train-backup"), budget=budget, selector=selector,
+                         extra=_train_data(data_dir, holdout, seed))
     split = scan_image_folders(data_dir, holdout, seed)
     name = task_name or os.path.basename(os.path.normpath(data_dir))
     _quiet_tensorflow()
@@ -134,7 +137,7 @@ def multitask_command(*, backbone, alpha, weights, tasks, private_spec, epochs, 
     config = MultiTaskConfig(private=private, epochs=epochs, learning_rate=lr or 1e-3,
                              batch_size=batch_size, seed=seed, checkpoint_dir=os.path.join(out_dir, ".checkpoints"),
                              budget=budget, selector=selector)
-    splits = [scan_image_folders(data_dir, seed=seed) for _, data_dir, _ in tasks]
+    splits = [scan_image_folders(data_dir, DEFAULT_HOLDOUT, seed) for _, data_dir, _ in tasks]
     _quiet_tensorflow()
     distribution = make_strategy(strategy)  # before any other TensorFlow work
     with distribution.scope():  # the base's layers become the shared, distributed variables
@@ -147,15 +150,23 @@ def multitask_command(*, backbone, alpha, weights, tasks, private_spec, epochs, 
     base_path = os.path.join(out_dir, "base.keras")
     _save_model_atomic(shared_base(base, runs), base_path)
     report = []
-    for run in runs:
+    for run, (_, data_dir, _) in zip(runs, tasks):
         patch_path = os.path.join(out_dir, f"{run.info.name}.patch") if run.patch is not None else None
         if patch_path is not None:
-            write_patch(patch_path, run.patch)
+            training = {**run.patch.training, **_train_data(data_dir, DEFAULT_HOLDOUT, seed)}
+            write_patch(patch_path, dataclasses.replace(run.patch, training=training))
         report.append({"task": run.info.name, "resolution": run.info.resolution, "classes": list(run.info.classes),
                        "train_accuracy": run.train_accuracy, "test_accuracy": run.test_accuracy,
                        "patch": patch_path})
     return {"base_checkpoint": base_path, "private": list(config.private), "strategy": strategy,
             "replicas": distribution.num_replicas_in_sync, "tasks": report}
+
+
+def _train_data(data_dir: str, holdout: float, seed: int) -> dict:
+    """The patch's record of its training images: ``convert --quantize int8`` calibrates on them by default."""
+    from converters.quantize import TRAIN_DATA, train_data_record
+
+    return {TRAIN_DATA: train_data_record(data_dir, holdout, seed)}
 
 
 def _task_preprocessing(mode, model, backbone, weights):

@@ -25,7 +25,8 @@ def render_conversion(result: dict) -> str:
 @click.option("--quantize", type=click.Choice(["int8"]), default=None,
               help="Also emit an int8 base (base_int8.tflite) and <task>.int8.delta files.")
 @click.option("--calibration", "calibration_dir", default=None,
-              help="For --quantize: DIR/base/ and DIR/<task>/ hold each one's calibration images.")
+              help="For --quantize: DIR/base/ and DIR/<task>/ hold each one's calibration images. Default: the "
+              "training images each patch records (edgepatch train records them), the base all tasks' together.")
 @click.option("--int8-delta", "int8_delta", type=click.Choice(["auto", "compact", "exact"]), default="auto",
               show_default=True, help="For --quantize: conv scales and biases as refold codes (compact: about an "
               "eighth of the bytes, near int8 precision), bit-exact, or auto: compact where it agrees with the "
