@@ -28,7 +28,8 @@ def _own_int8_model(trained: dict, width: int, bias_correction: bool) -> bytes:
     from converters.convert import load_checkpoint, task_model
     from converters.fold import fold_batchnorm
     from converters.folded_model import build_folded_model, foldable_pads
-    from converters.quantize import export_int8, int8_calibration
+    from converters.calibration import int8_calibration
+    from converters.quantize import export_int8
     from edgepatch.train.patchfile import read_patch
 
     patch = read_patch(trained["patch"])
@@ -114,7 +115,8 @@ def measure(data: str, args, work: str) -> dict:
         "own_int8_without_bias_correction_top1_agreement_vs_float": float(np.mean(plain_top1 == float_top1)),
         "int8_delta_modes": {mode: _int8_mode(folder, task, converted[mode], seconds[mode], images, labels, float_top1,
                                               own_top1) for mode, folder in ships.items()},
-        "float_bytes": {"base": os.path.getsize(f"{ship}/base.tflite"), "delta": os.path.getsize(f"{ship}/{task}.delta")},
+        "float_bytes": {"base": os.path.getsize(f"{ship}/base.tflite"),
+                        "delta": os.path.getsize(f"{ship}/{task}.delta")},
         "latency": _latency(ship, task, tuple(int(r) for r in args.bench_resolutions.split(","))),
     }
 
@@ -131,7 +133,7 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "int8.json"))
     args = parser.parse_args()
 
-    from converters.quantize import CALIBRATION_LIMIT
+    from converters.calibration import CALIBRATION_LIMIT
 
     work = tempfile.mkdtemp(prefix="int8-report-")
     datasets = {}

@@ -191,7 +191,7 @@ def _write_int8(stage: str, shared: FoldedBase, patches: list[TaskPatch], int8_t
                 int8_delta: str) -> dict:
     """Pass 4 (``quantize="int8"``): ``base_int8.tflite`` and ``<task>.int8.delta`` per task.
 
-    ``calibration``: where each model's images come from (``converters.quantize.int8_calibration``).
+    ``calibration``: where each model's images come from (``converters.calibration.int8_calibration``).
     """
     from converters.quantize import emit_int8
 
@@ -252,7 +252,7 @@ def convert(
     patches = [read_patch(path) for path in patch_paths]  # none: the base alone (e.g. a full fine-tune)
     _check_options(formats, dtype, patches, quantize, calibration_dir, int8_delta)
     if quantize:
-        from converters.quantize import int8_calibration
+        from converters.calibration import int8_calibration
 
         calibration = int8_calibration(calibration_dir, patches)  # before any work: a bad source fails fast
     shared = _fold_base(model_path, patches, head_width)

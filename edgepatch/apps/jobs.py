@@ -164,7 +164,7 @@ def multitask_command(*, backbone, alpha, weights, tasks, private_spec, epochs, 
 
 def _train_data(data_dir: str, holdout: float, seed: int) -> dict:
     """The patch's record of its training images: ``convert --quantize int8`` calibrates on them by default."""
-    from converters.quantize import TRAIN_DATA, train_data_record
+    from converters.calibration import TRAIN_DATA, train_data_record
 
     return {TRAIN_DATA: train_data_record(data_dir, holdout, seed)}
 

@@ -54,7 +54,7 @@ def _split_paths(data_dir, holdout=0.2, seed=0):
 
 
 def test_train_records_its_training_images(transfer_patch, datasets):
-    from converters.quantize import TRAIN_DATA
+    from converters.calibration import TRAIN_DATA
     from edgepatch.train.patchfile import read_patch
 
     record = read_patch(transfer_patch).training[TRAIN_DATA]
@@ -62,7 +62,7 @@ def test_train_records_its_training_images(transfer_patch, datasets):
 
 
 def test_default_calibration_draws_from_the_training_split_only(transfer_patch, datasets):
-    from converters.quantize import CALIBRATION_LIMIT, int8_calibration
+    from converters.calibration import CALIBRATION_LIMIT, int8_calibration
     from edgepatch.train.patchfile import read_patch
 
     calibration = int8_calibration(None, [read_patch(transfer_patch)])
@@ -74,7 +74,7 @@ def test_default_calibration_draws_from_the_training_split_only(transfer_patch, 
 
 
 def test_an_explicit_calibration_folder_wins(transfer_patch, tmp_path):
-    from converters.quantize import int8_calibration
+    from converters.calibration import int8_calibration
     from edgepatch.train.patchfile import read_patch
 
     folder = write_calibration(str(tmp_path), ("base", "colors"), count=5)
@@ -88,7 +88,7 @@ def test_an_explicit_calibration_folder_wins(transfer_patch, tmp_path):
 def test_multitask_int8_without_a_calibration_folder(multitask_run, datasets, tmp_path):
     """Each task calibrates on its own training images, the base on an equal share of both tasks'."""
     from converters.convert import convert
-    from converters.quantize import CALIBRATION_LIMIT, int8_calibration
+    from converters.calibration import CALIBRATION_LIMIT, int8_calibration
     from edgepatch.runtime import load_base, read_task_delta
     from edgepatch.train.patchfile import read_patch
 
@@ -123,7 +123,7 @@ def _recording(root, tmp_path, directory):
     """A copy of ``kappa.patch`` that records ``directory`` as its training images."""
     import dataclasses
 
-    from converters.quantize import TRAIN_DATA, train_data_record
+    from converters.calibration import TRAIN_DATA, train_data_record
     from edgepatch.train.patchfile import read_patch, write_patch
 
     patch = read_patch(str(root / "kappa.patch"))
@@ -270,7 +270,8 @@ def test_recentred_compact_codes_centre_the_rebuilt_model(plain_patch):
     patch = read_patch(path)
     shared = _fold_base(str(plain_patch / "base.keras"), [patch], None)
     model = task_model(shared.checkpoint, patch, path)
-    images = patch.task.preprocessing.apply(np.random.default_rng(8).uniform(0, 255, (40, 32, 32, 3)).astype(np.float32))
+    pixels = np.random.default_rng(8).uniform(0, 255, (40, 32, 32, 3)).astype(np.float32)
+    images = patch.task.preprocessing.apply(pixels)
     base_bytes = unshare_constants(export_int8(
         build_folded_model(shared.checkpoint, shared.folded, shared.head_width, shared.pads), images))
     task_float, task_bytes = quantize_int8(build_folded_model(model, fold_model(model), shared.head_width,
