@@ -1,8 +1,9 @@
-"""Where int8 calibration images come from: ``convert --calibration DIR``, else each task's training images.
+"""Where convert's real images come from: ``convert --calibration DIR``, else each task's training images.
 
 ``edgepatch train`` records in each patch (``training["train_data"]``) how to find its training
-images again; ``int8_calibration`` checks every source before any conversion work, so a bad
-folder fails fast with one error.
+images again. int8 calibration needs them (``int8_calibration`` checks every source before any
+conversion work, so a bad folder fails fast with one error); the float parity check prefers them
+(``parity_images``) and falls back to random pixels without them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from edgepatch.errors import DataError, EdgepatchError, UsageError
 from edgepatch.format.delta import TaskInfo
 
 CALIBRATION_LIMIT = 200  # images per model: the representative dataset and the bias correction
+PARITY_IMAGES = 8  # real images per task for convert's float parity check
 TRAIN_DATA = "train_data"  # the key of a patch's training record naming its training images
 
 
@@ -86,8 +88,6 @@ def int8_calibration(directory: str | None, patches) -> Calibration:
       UsageError: no directory, and no patch or a patch that records no training images.
       DataError: a folder holds no images, or recorded training images cannot be read.
     """
-    from edgepatch.train.data import scan_image_folders
-
     if directory is not None:
         calibration = Calibration(directory)
         for name in ("base", *(p.task.name for p in patches)):
@@ -96,21 +96,42 @@ def int8_calibration(directory: str | None, patches) -> Calibration:
     if not patches:
         raise UsageError("int8 calibration: a base converted without patches needs --calibration DIR (DIR/base/ "
                          "holds its images)")
-    training = {}
-    for patch in patches:
-        name, record = patch.task.name, patch.training.get(TRAIN_DATA)
-        if not (isinstance(record, dict) and isinstance(record.get("dir"), str)
-                and type(record.get("holdout")) in (int, float) and type(record.get("seed")) is int):
-            raise UsageError(f"int8 calibration: the patch of task '{name}' records no training images (made "
-                             f"before edgepatch recorded them, or outside edgepatch train); pass --calibration DIR "
-                             f"with DIR/base/ and DIR/{name}/")
-        try:
-            split = scan_image_folders(record["dir"], record["holdout"], record["seed"])
-        except EdgepatchError as error:
-            raise DataError(f"int8 calibration: task '{name}' was trained on '{record['dir']}', which cannot be "
-                            f"read now ({error}); pass --calibration DIR") from None
-        training[name] = [path for path, _ in split.train]
-    return Calibration(None, training)
+    return Calibration(None, {patch.task.name: recorded_training_images(patch) for patch in patches})
+
+
+def recorded_training_images(patch) -> list[str]:
+    """The training image paths ``patch`` records (``train_data_record``), as ``edgepatch train`` split them.
+
+    Raises:
+      UsageError: the patch records none.
+      DataError: the recorded folder cannot be read now.
+    """
+    from edgepatch.train.data import scan_image_folders
+
+    name, record = patch.task.name, patch.training.get(TRAIN_DATA)
+    if not (isinstance(record, dict) and isinstance(record.get("dir"), str)
+            and type(record.get("holdout")) in (int, float) and type(record.get("seed")) is int):
+        raise UsageError(f"int8 calibration: the patch of task '{name}' records no training images (made "
+                         f"before edgepatch recorded them, or outside edgepatch train); pass --calibration DIR "
+                         f"with DIR/base/ and DIR/{name}/")
+    try:
+        split = scan_image_folders(record["dir"], record["holdout"], record["seed"])
+    except EdgepatchError as error:
+        raise DataError(f"int8 calibration: task '{name}' was trained on '{record['dir']}', which cannot be "
+                        f"read now ({error}); pass --calibration DIR") from None
+    return [path for path, _ in split.train]
+
+
+def parity_images(patch, limit: int = PARITY_IMAGES) -> tuple[np.ndarray, str] | None:
+    """Up to ``limit`` of the task's recorded training images, decoded as the task records, and a label
+    saying so; None when the patch records none or they cannot be read (the check then uses random pixels)."""
+    from edgepatch.runtime.images import load_images
+
+    try:
+        paths = _sample(recorded_training_images(patch), limit)
+        return (load_images(paths, patch.task), f"{len(paths)} training images") if paths else None
+    except EdgepatchError:
+        return None
 
 
 def load_calibration(directory: str, name: str, resolution: int, preprocessing) -> np.ndarray:

@@ -212,6 +212,7 @@ def convert_command(model_path, patch_paths, out_dir, formats, dtype, head_width
                 "delta": result.deltas[name],
                 "delta_bytes": result.delta_bytes[name],
                 "parity_max_abs": result.parity[name],
+                "parity_inputs": result.parity_inputs[name],
             }
             for name in result.deltas
         ],

@@ -10,7 +10,8 @@ from edgepatch.cli.options import comma_list, result_output
 def render_conversion(result: dict) -> str:
     lines = [f"base.{fmt}: {n:,} bytes" for fmt, n in result["base_bytes"].items()]
     lines += [f"{t['name']}.delta: {t['delta_bytes']:,} bytes, parity max-abs "
-              + ", ".join(f"{fmt} {v:.1e}" for fmt, v in t["parity_max_abs"].items()) for t in result["tasks"]]
+              + ", ".join(f"{fmt} {v:.1e}" for fmt, v in t["parity_max_abs"].items())
+              + f" on {t['parity_inputs']}" for t in result["tasks"]]
     return "\n".join(lines)
 
 

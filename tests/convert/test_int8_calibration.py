@@ -101,6 +101,8 @@ def test_multitask_int8_without_a_calibration_folder(multitask_run, datasets, tm
     result = convert(multitask_run["base_checkpoint"], patch_paths, str(tmp_path / "ship"), formats=("tflite",),
                      quantize="int8", int8_delta="exact")
     assert result.int8["calibration"] == {"source": "training images", "base_images": len(base)}
+    assert result.parity_inputs == {name: f"{min(len(train), 8)} training images"
+                                    for name, train in (("colors", colors), ("quadrants", quadrants))}
     int8_base = load_base(str(tmp_path / "ship" / "base_int8.tflite"))
     for name, train in (("colors", colors), ("quadrants", quadrants)):
         assert result.int8["deltas"][name]["max_abs_vs_task_int8"] == 0.0
@@ -158,6 +160,29 @@ def test_a_bad_calibration_source_is_one_error_line(plain_patch, tmp_path, case,
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr.splitlines() == [f"error: {message.format(tmp=tmp_path)}"]
     assert not (tmp_path / "ship").exists()
+
+
+@pytest.mark.parametrize("source", ["recorded", "no record", "moved data"])
+def test_float_parity_runs_on_recorded_training_images_else_random_pixels(transfer_patch, datasets, plain_patch,
+                                                                         tmp_path, source):
+    """convert's parity check decodes the task's own training images when its patch records them."""
+    from converters.calibration import PARITY_IMAGES, parity_images
+    from converters.convert import convert
+    from edgepatch.train.patchfile import read_patch
+
+    if source == "recorded":
+        train = _split_paths(datasets["colors"], 0.25, 3)[0]
+        images, label = parity_images(read_patch(transfer_patch))
+        count = min(len(train), PARITY_IMAGES)
+        assert images.shape == (count, 32, 32, 3) and label == f"{count} training images"
+        assert np.ptp(images) > 0.5  # decoded photos, preprocessed as the task records
+        return
+    patch = str(plain_patch / "kappa.patch")
+    if source == "moved data":
+        patch = _recording(plain_patch, tmp_path, str(tmp_path / "gone"))
+    assert parity_images(read_patch(patch)) is None
+    result = convert(str(plain_patch / "base.keras"), [patch], str(tmp_path / "ship"), formats=("tflite",))
+    assert result.parity_inputs == {"kappa": "2 random-pixel images"} and result.parity["kappa"]["tflite"] < 1e-4
 
 
 # Bias correction

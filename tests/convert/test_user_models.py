@@ -70,7 +70,9 @@ ROWS = {
     "custom": (_custom, 32, "torch", None, False),
     "mobilenet_v3_small": (lambda s: _application("MobileNetV3Small", s), 32, "auto", "mobilenet_v3", False),
     "mobilenet_v3_large": (lambda s: _application("MobileNetV3Large", s), 32, "auto", "mobilenet_v3", True),
-    "efficientnet_b0": (lambda s: _application("EfficientNetB0", s), 32, "auto", "efficientnet", True),
+    # At 32 px the random EfficientNetB0 is ill-conditioned: its 1x1 last stages reach logits of ~850 on real photos
+    # and float32 Keras is 1.2e-3 of them off its own float64 result; at 64 px: logits of 11, 2.6e-5.
+    "efficientnet_b0": (lambda s: _application("EfficientNetB0", s), 64, "auto", "efficientnet", True),
     "resnet50": (lambda s: _application("ResNet50", s), 32, "caffe", "resnet50", True),
     "resnet50_v2": (lambda s: _application("ResNet50V2", s), 32, "tf", "resnet_v2", True),
     "inception_v3": (lambda s: _application("InceptionV3", s), 75, "tf", "inception_v3", True),
@@ -132,7 +134,7 @@ def test_row_trains_converts_and_matches_keras_on_both_runtimes(shipped):
     trained, converted = shipped["trained"], shipped["converted"]
     # convert's own check: each runtime vs the Keras task model, 1e-4 x max(1, max |logit|)
     parity = converted["tasks"][0]["parity_max_abs"]
-    assert set(parity) == {"tflite", "onnx"}
+    assert set(parity) == {"tflite", "onnx"} and converted["tasks"][0]["parity_inputs"] == "8 training images"
     assert all(error <= 1e-3 for error in parity.values()), parity
     # The delta ships only what the task changed: no scale that is exactly 1 on every channel (InceptionV3's
     # BNs have no γ, and frozen statistics leave their multipliers as the base has them).
