@@ -6,6 +6,8 @@ exit status 2, as everywhere in the CLI. None of these imports TensorFlow.
 
 from __future__ import annotations
 
+import signal
+
 import click
 
 from edgepatch.cli.options import expected_errors, result_output
@@ -114,6 +116,10 @@ def sign_delta(deltas, key_path):
     return {"key_id": key_id, "signed": signed}
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 @click.command()
 @click.argument("bundle_dir")
 @click.option("--pubkey", "pubkeys", multiple=True, help="Trusted public key (PEM); repeat for key rotation.")
@@ -138,6 +144,10 @@ def verify(bundle_dir, pubkeys, allow_unsigned):
     return _bundle_result(report)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 @click.command()
 @click.argument("bundle_dir")
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -146,7 +156,7 @@ def verify(bundle_dir, pubkeys, allow_unsigned):
 @click.option("--quiet", is_flag=True, help="Do not log requests to stderr.")
 @expected_errors
 def serve(bundle_dir, host, port, quiet):
-    """Serve a bundle over HTTP (ETag, Range, no listing) until interrupted.
+    """Serve a bundle over HTTP (ETag, Range, no listing) until interrupted (Ctrl-C) or terminated (`kill PID`).
 
     Prints the bundle URL on stdout; logs requests to stderr.
 
@@ -157,6 +167,7 @@ def serve(bundle_dir, host, port, quiet):
     from edgepatch.ship.serve import make_server
 
     server = make_server(bundle_dir, host, port, quiet)
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` stops it cleanly, as Ctrl-C does
     bound_host, bound_port = server.server_address[:2]
     click.echo(f"http://{f'[{bound_host}]' if ':' in bound_host else bound_host}:{bound_port}/")
     try:

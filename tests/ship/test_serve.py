@@ -77,10 +77,17 @@ def test_serve_no_listing_no_traversal(served, tmp_path):
     assert served.get("/manifest.json", "DELETE")[0] == 501
 
 
-def test_serve_command_prints_its_url_and_stops_on_interrupt(packed, tmp_path):
+def _default_interrupt():
+    """As in a terminal: a shell that starts jobs in the background (CI) has them ignore SIGINT, and Python keeps that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_serve_command_prints_its_url_and_stops_on_interrupt_or_kill(packed, tmp_path, stop):
     command = [sys.executable, "-c", "from edgepatch.cli.ship import serve; serve()"]
     child = subprocess.Popen(command + [packed.path, "--port", "0", "--quiet"], cwd=REPO, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             preexec_fn=_default_interrupt if stop == signal.SIGINT else None)
     try:
         url = child.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:")
@@ -89,8 +96,8 @@ def test_serve_command_prints_its_url_and_stops_on_interrupt(packed, tmp_path):
         connection.request("GET", "/manifest.json")
         assert connection.getresponse().read() == open(os.path.join(packed.path, "manifest.json"), "rb").read()
         connection.close()
-        child.send_signal(signal.SIGINT)
-        assert child.wait(30) == 0
+        child.send_signal(stop)
+        assert child.wait(30) == 0 and child.stderr.read() == ""
     finally:
         if child.poll() is None:
             child.kill()
