@@ -28,14 +28,45 @@ ROW_FIELDS = {"architecture", "resolution", "preprocessing", "seed", "bn_statist
               "swap_min_ms", "onnx_load_ms", "onnx_mode", "onnx_optimized_layout", "parity", "op_counts", "notes"}
 
 
+SMALL = ["--architectures", "custom", "--resolution", "32", "--rounds", "2", "--runs-per-round", "2",
+         "--swap-rounds", "2", "--images", "none"]
+
+
 @pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    root = tmp_path_factory.mktemp("zoo")
-    out = root / "zoo.json"
-    assert zoo.main(["--architectures", "custom", "--resolution", "32", "--rounds", "2", "--runs-per-round", "2",
-                     "--swap-rounds", "2", "--images", "none", "--work", str(root / "work"), "--out", str(out)]) == 0
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("zoo")
+
+
+@pytest.fixture(scope="module")
+def result(work):
+    out = work / "zoo.json"
+    assert zoo.main([*SMALL, "--work", str(work / "work"), "--out", str(out)]) == 0
     with open(out) as handle:
         return json.load(handle)
+
+
+def test_processes_measure_apart_and_report_the_median_ratio(result, work):
+    out = work / "zoo3.json"
+    assert zoo.main([*SMALL, "--processes", "3", "--work", str(work / "work"), "--out", str(out)]) == 0
+    with open(out) as handle:
+        combined = json.load(handle)
+    row = combined["architectures"]["custom"]
+    assert combined["processes"] == 3 and set(row) == ROW_FIELDS | {"P3_per_process", "P4_per_process"}
+    for name in ("P3", "P4"):
+        assert len(row[f"{name}_per_process"]) == 3
+        assert row[name] == round(float(np.median(row[f"{name}_per_process"])), 4)
+        assert row[f"{name}_meets"] == (row[name] <= zoo.TARGETS[name])
+
+
+def test_combined_rows_take_each_ratio_s_median_and_the_first_process_s_figures():
+    ops = {"ours": {"CONV_2D": 2}, "direct": {"CONV_2D": 2}}
+    rows = [{"P3": p3, "P3_of_min": p3, "P4": p4, "P4_of_min": p4 - 0.01, "op_counts": ops, "swap_ms": index}
+            for index, (p3, p4) in enumerate([(1.01, 1.05), (1.04, 1.00), (1.02, 1.01)])]
+    row = zoo.combine_processes(rows)
+    assert (row["P3"], row["P4"], row["P4_of_min"], row["swap_ms"]) == (1.02, 1.01, 1.0, 0)
+    assert row["P4_per_process"] == [1.05, 1.00, 1.01] and row["P3_meets"] and row["P4_meets"]
+    assert row["notes"] == []
+    assert zoo.combine_processes(rows[:1])["P4_meets"] is False
 
 
 def test_json_has_one_sane_row(result):
