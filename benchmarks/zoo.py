@@ -16,7 +16,7 @@ Then, 1 thread, batch 1, in one process, variants interleaved in rounds
 (``runtime_variants.interleaved``), medians. With ``--processes N`` every
 architecture is measured in N fresh processes and P3/P4 are the medians of
 the N per-process ratios (listed in ``P3_per_process``/``P4_per_process``):
-between processes the same ratio moved by up to 6% here, more than within one.
+between processes the same ratio moved by up to 10% here, more than within one.
 
 - P3 = task runner / base runner on LiteRT (``load_base`` + ``apply(delta)``
   vs ``apply(None)``, ``TaskRunner.time_one``);

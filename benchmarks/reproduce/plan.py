@@ -110,7 +110,7 @@ def quick_plan() -> Plan:
         resolution=64,
         epochs=2,
         seeds=(0,),
-        lr_grid={"last": (1e-2,), "sb+last": (1e-4, 1e-3), "sb": (1e-2,), "dw+last": (1e-3,),
+        lr_grid={"last": (1e-2,), "sb+last": (1e-3, 3e-3), "sb": (1e-2,), "dw+last": (1e-3,),
                  "sb+dw+last": (1e-3,), "full": (1e-4, 1e-3)},
         headline_variants=("last", "sb+last", "full"),
         far_variants=("last", "sb+last"),
