@@ -88,7 +88,7 @@ def full_plan() -> Plan:
         far_variants=("last", "sb+last", "dw+last", "sb+dw+last", "full"),
         far_resolution=96,
         far_lr_grid={"last": PATCH_LRS, "sb+last": (1e-3, 3e-3), "full": (1e-4, 3e-4)},
-        random_resolution=64, random_epochs=2, random_seeds=(0, 1), random_lr=1e-2,
+        random_resolution=64, random_epochs=2, random_seeds=(0, 1, 2), random_lr=1e-2,
         bn_modes=("reestimate", "momentum"), far_bn_modes=("reestimate", "momentum"), bn_modes_seeds=(0,),
         multitask_resolution=96, multitask_epochs=2, multitask_seeds=(0, 1, 2),
         multires_resolutions=(96, 128, 160), multires_epochs=2, multires_seeds=(0, 1, 2),
@@ -96,7 +96,7 @@ def full_plan() -> Plan:
         multitask_independent_seeds=(0,),
         notes=(("sized for 2 cores (the committed full runs sum to 104 minutes; rerun on another day, the "
                 "first 10 took 1.5x as long): headline comparisons (last, S/B + last and full on "
-                "both domains, multi-task, multi-resolution) get 3 seeds, the random backbone 2, the other "
+                "both domains, multi-task, multi-resolution, the random backbone) get 3 seeds, the other "
                 "variants, the BN-mode ablation and the multi-task independent baseline 1; multi-resolution "
                 "has no independent baseline (3 more models per seed); the far domain (EuroSAT's 64 px tiles) "
                 "trains at 96 px; LR sweeps are wide only where the paper's LR claim and the API defaults "

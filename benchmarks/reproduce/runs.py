@@ -144,34 +144,15 @@ def reestimate_shared_statistics(models, datasets, batches_per_task: int) -> Non
     ``train_multitask`` re-estimates statistics only when a private kind owns
     them (``scale_bias``). Otherwise BN trained in training mode keeps moving statistics
     that moved 0.1% per step (momentum 0.999). This sets every BN layer's
-    statistics to the running mean of the batch statistics over
-    ``batches_per_task`` batches of each model's data, taken in turn, so a
-    layer shared by all tasks gets the average over all of them.
+    statistics to the mean of its batch statistics over ``batches_per_task``
+    batches of each model's data, so a layer shared by all tasks gets the
+    average over all of them.
     """
-    from edgepatch.kinds import batch_norm_layers
+    from edgepatch.kinds import average_batch_statistics, batch_norm_layers
 
-    per_model = [batch_norm_layers(model) for model in models]
-    layers = {id(layer): layer for group in per_model for layer in group}
-    saved = {key: (layer.trainable, layer.momentum) for key, layer in layers.items()}
-    seen = dict.fromkeys(layers, 0)
-    try:
-        for layer in layers.values():
-            layer.trainable = True
-        iterators = [iter(dataset.take(batches_per_task)) for dataset in datasets]
-        active = list(range(len(models)))
-        while active:
-            for index in list(active):
-                batch = next(iterators[index], None)
-                if batch is None:
-                    active.remove(index)
-                    continue
-                for layer in per_model[index]:
-                    layer.momentum = seen[id(layer)] / (seen[id(layer)] + 1)
-                    seen[id(layer)] += 1
-                models[index](batch[0], training=True)
-    finally:
-        for key, layer in layers.items():
-            layer.trainable, layer.momentum = saved[key]
+    layers = {id(layer): layer for model in models for layer in batch_norm_layers(model)}
+    average_batch_statistics([(model, dataset.take(batches_per_task)) for model, dataset in zip(models, datasets)],
+                             list(layers.values()))
 
 
 def _train_group(ctx: Context, spec: MultiSpec, tasks: tuple, private: tuple) -> list:

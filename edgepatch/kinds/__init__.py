@@ -10,6 +10,7 @@ from edgepatch.kinds import full  # noqa: F401
 from edgepatch.kinds.bn_statistics import (
     BN_STATS_MODES,
     DEFAULT_BN_STATS,
+    average_batch_statistics,
     batch_norm_layers,
     reestimate_statistics,
     statistics_after_training,
@@ -41,7 +42,7 @@ from edgepatch.kinds.registry import (
 )
 
 __all__ = [
-    "BN_STATS_MODES", "DEFAULT_BN_STATS", "PatchKind", "batch_norm_layers", "default_learning_rate", "get_kind",
+    "BN_STATS_MODES", "DEFAULT_BN_STATS", "PatchKind", "average_batch_statistics", "batch_norm_layers", "default_learning_rate", "get_kind",
     "head_is_private", "head_kind", "kind_names", "makes_patch", "owned_layer_ids", "parameter_count", "parse_kinds",
     "parse_trained_kinds", "patch_kind_names", "private_layers", "reestimate_statistics", "register", "selectable_kind_names", "selectable_layers",
     "site_delta_roles", "statistics_after_training",

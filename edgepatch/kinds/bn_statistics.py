@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 
+from edgepatch.kinds.forward import traced_forward
 from edgepatch.kinds.registry import statistics_are_private
 
 BN_STATS_MODES = {
@@ -85,27 +86,51 @@ def lowered_momentum(bn_layers, momentum: float):
 def reestimate_statistics(model, dataset, max_batches: int, bn_layers=None) -> int:
     """Replace the moving statistics of ``bn_layers`` (default: every BN) by their average over ``max_batches`` batches.
 
-    Returns the number of batches used. Momentum k/(k+1) at batch k makes the
-    moving value the running mean of the batch statistics.
+    Returns the number of batches used. Every other BN layer normalises with its moving statistics.
     """
     bn_layers = batch_norm_layers(model) if bn_layers is None else bn_layers
-    # The passes run in training mode: every other BN must not update (it may be shared with other tasks).
-    others = [layer for layer in batch_norm_layers(model) if all(layer is not own for own in bn_layers)]
-    saved = [(layer.trainable, layer.momentum) for layer in bn_layers + others]
+    return average_batch_statistics([(model, dataset.take(max_batches))], bn_layers)
+
+
+def average_batch_statistics(passes, bn_layers) -> int:
+    """Set the moving statistics of ``bn_layers`` to the mean of their batch statistics over ``passes``.
+
+    ``passes``: (model, dataset) pairs; a layer that several models share averages over all of
+    their batches. The forward passes run in training mode, so every other BN layer of those models
+    is made non-trainable for them: it normalises with, and keeps, its moving statistics (it may be
+    shared with other tasks). Returns the number of batches run.
+    """
+    import numpy as np
+
+    passes = list(passes)
+    targets = {id(layer): layer for layer in bn_layers}
+    every = {id(layer): layer for model, _ in passes for layer in batch_norm_layers(model)}
+    saved = {key: (layer.trainable, layer.momentum) for key, layer in every.items()}
+    sums = {key: [0.0, 0.0, 0] for key in targets}  # mean, variance, batches
     batches = 0
     try:
-        for layer in others:
-            layer.trainable = False
-        for layer in bn_layers:
-            layer.trainable = True
-        for images, _ in dataset.take(max_batches):
-            for layer in bn_layers:
-                layer.momentum = batches / (batches + 1)
-            model(images, training=True)
-            batches += 1
+        for key, layer in every.items():
+            layer.trainable = key in targets
+            if key in targets:
+                layer.momentum = 0.0  # after each batch, the moving values are that batch's statistics
+        for model, dataset in passes:
+            owned = [layer for layer in batch_norm_layers(model) if id(layer) in targets]
+            forward = traced_forward(model, dataset, training=True)
+            for images, _ in dataset:
+                forward(images)
+                batches += 1
+                for layer in owned:
+                    total = sums[id(layer)]
+                    total[0] += np.asarray(layer.moving_mean, np.float64)
+                    total[1] += np.asarray(layer.moving_variance, np.float64)
+                    total[2] += 1
     finally:
-        for layer, (trainable, momentum) in zip(bn_layers + others, saved):
-            layer.trainable, layer.momentum = trainable, momentum
+        for key, layer in every.items():
+            layer.trainable, layer.momentum = saved[key]
+    for key, (mean, variance, count) in sums.items():
+        if count:
+            targets[key].moving_mean.assign((mean / count).astype(np.float32))
+            targets[key].moving_variance.assign((variance / count).astype(np.float32))
     return batches
 
 

@@ -26,7 +26,7 @@ from edgepatch.kinds import head_is_private, head_kind, owned_layer_ids, parse_k
 from edgepatch.train.checkpoint import EpochCheckpoint
 from edgepatch.train.data import ImageFolderSplit, PipelineBuilder, make_dataset
 from edgepatch.train.patchfile import TaskPatch, extract_patch
-from edgepatch.train.transfer import TrainConfig, accuracy, check_budget, choose_layers, prepare_for_training
+from edgepatch.train.transfer import TrainConfig, accuracies, check_budget, choose_layers, prepare_for_training
 
 # Private BN statistics train on batch statistics and are re-estimated after training.
 BN_STATS_MODE = "reestimate"
@@ -203,10 +203,9 @@ def _finish(runs, models, datasets, config: MultiTaskConfig, pipeline: PipelineB
     for run, model, dataset in zip(runs, models, datasets):
         statistics_after_training(model, private, BN_STATS_MODE, dataset, config.reestimate_batches, run.selection)
         run.model = model
-        run.train_accuracy = accuracy(model, pipeline(run.split.train, run.info.resolution,
-                                                      run.info.preprocessing, 64, False))
-        run.test_accuracy = accuracy(model, pipeline(run.split.test, run.info.resolution,
-                                                     run.info.preprocessing, 64, False))
+        run.train_accuracy, run.test_accuracy = accuracies(
+            model, [pipeline(items, run.info.resolution, run.info.preprocessing, 64, False)
+                    for items in (run.split.train, run.split.test)])
         record = {"mode": "multitask", "epochs": config.epochs, "learning_rate": config.learning_rate,
                   "decay_epochs": config.decay_epochs, "decay_rate": config.decay_rate, "seed": config.seed,
                   "train_accuracy": run.train_accuracy, "test_accuracy": run.test_accuracy,

@@ -23,6 +23,7 @@ from edgepatch.kinds import (
     selectable_kind_names,
     statistics_after_training,
 )
+from edgepatch.kinds.forward import traced_forward
 from edgepatch.train.budget import Budget, Selection, SelectionContext, budget_units, get_selector, select_layers
 from edgepatch.train.checkpoint import EpochCheckpoint
 from edgepatch.train.data import ImageFolderSplit, PipelineBuilder, make_dataset
@@ -77,13 +78,22 @@ class TrainResult:
     trained_parameters: int
 
 
+def accuracies(model, datasets) -> list[float]:
+    """Top-1 accuracy of ``model`` on each of ``datasets`` (same image shape), its forward traced once."""
+    forward = traced_forward(model, datasets[0], training=False)
+    results = []
+    for dataset in datasets:
+        correct = total = 0
+        for images, labels in dataset:
+            predicted = np.argmax(forward(images), axis=-1)
+            correct += int(np.sum(predicted == labels.numpy()))
+            total += int(labels.shape[0])
+        results.append(correct / max(total, 1))
+    return results
+
+
 def accuracy(model, dataset) -> float:
-    correct = total = 0
-    for images, labels in dataset:
-        predicted = np.argmax(model(images, training=False), axis=-1)
-        correct += int(np.sum(predicted == labels.numpy()))
-        total += int(labels.shape[0])
-    return correct / max(total, 1)
+    return accuracies(model, [dataset])[0]
 
 
 def check_budget(trained, budget: str, selector: str) -> None:
@@ -164,8 +174,8 @@ def train(model, split: ImageFolderSplit, task: TaskInfo, config: TrainConfig, v
                              batch_size=config.batch_size, seed=config.seed, verbose=verbose)
     else:
         _fit(model, train_data, config, verbose, selection)
-    train_accuracy = accuracy(model, pipeline(split.train, task.resolution, task.preprocessing, 64, False))
-    test_accuracy = accuracy(model, test_data)
+    train_accuracy, test_accuracy = accuracies(
+        model, [pipeline(split.train, task.resolution, task.preprocessing, 64, False), test_data])
     patch = None
     if makes_patch(config.trained):
         record = {
