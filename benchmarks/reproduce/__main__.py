@@ -158,6 +158,7 @@ def main(argv=None) -> int:
     cache = DecodedCache()
     ctx = Context(args.weights, {name: info["path"] for name, info in facts.items()}, cache, plan.bn_momentum)
     schedule = None
+    setup_seconds = time.perf_counter() - started
 
     def save(records: dict, finished: bool = False) -> None:
         results["runs"] = list(records.values())
@@ -165,6 +166,8 @@ def main(argv=None) -> int:
         results["chosen_lrs"] = schedule.chosen_lrs() if schedule else []
         results["wall_seconds"] = round(time.perf_counter() - started, 1)
         results["run_seconds"] = round(sum(r["seconds"] for r in results["runs"]), 1)
+        results["timing"] = {"setup_seconds": round(setup_seconds, 1),
+                             "calls_seconds": round(runner.call_seconds, 1)}  # trained runs + release + save
         _write_json(results, results_path)
 
     runner = Runner(ctx, _previous_records(results_path, results, args.fresh), on_record=save)

@@ -31,7 +31,7 @@ RUN_FIELDS = {"kind", "key", "dataset", "variant", "weights", "resolution", "epo
               "batch_size", "trained", "classes", "train_images", "test_images", "train_accuracy", "test_accuracy",
               "trained_parameters", "total_parameters", "seconds"}
 RESULT_FIELDS = {"schema", "command", "plan", "weights", "roles", "datasets", "experiments", "environment", "runs",
-                 "chosen_lrs", "pending_runs", "wall_seconds", "run_seconds", "decode_cache", "api_defaults"}
+                 "chosen_lrs", "pending_runs", "wall_seconds", "run_seconds", "timing", "decode_cache", "api_defaults"}
 
 
 def _tiny_dataset(shared_dir: str, root, source_name: str, classes: tuple[str, str], name: str) -> str:
@@ -172,3 +172,31 @@ def test_defaults_verdicts_compare_the_default_with_the_best_swept_setting():
     assert verdicts[(lr_claim.format("full", "0.0001"), "near (near)")] == NOT_RUN  # never swept
     assert verdicts[("train's default BN statistics (frozen) within 1 point of the best mode for S/B + last",
                      "near (near)")] == HELD
+
+
+def test_release_lets_a_finished_runs_train_graph_go():
+    """Keras's train step registers a process-wide custom gradient that holds its graph; release drops it."""
+    import gc
+    import weakref
+
+    import keras
+    import numpy as np
+    from tensorflow.python.framework.func_graph import FuncGraph
+
+    from benchmarks.reproduce.runs import _release
+
+    def train_one_model():
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        model.fit(np.zeros((8, 4), "float32"), np.zeros(8, "int32"), epochs=1, verbose=0)
+
+    def train_step_graphs():
+        return [weakref.ref(g) for g in gc.get_objects() if isinstance(g, FuncGraph) and g.name == "one_step_on_data"]
+
+    _release()
+    train_one_model()
+    gc.collect()
+    graphs = train_step_graphs()
+    assert graphs, "the train step was not traced: the test would prove nothing"
+    _release()
+    assert [ref for ref in graphs if ref() is not None] == []
