@@ -36,7 +36,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.reproduce", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", choices=sorted(PLANS), default="full",
-                        help="full (95 minutes on 2 idle cores in one fresh run; the default), quick (the under-10-minute preview: "
+                        help="full (45 minutes on 2 idle cores in one fresh run; the default), quick (the under-10-minute preview: "
                              "4 of 6 experiments, 1 seed) or gpu (the paper's scale; needs a GPU); smoke is for tests")
     parser.add_argument("--quick", action="store_true", help="the same as --mode quick")
     parser.add_argument("--weights", default=DEFAULT_WEIGHTS, help="MobileNetV2 1.0 no-top .h5 (default: %(default)s)")
@@ -74,10 +74,23 @@ def _environment() -> dict:
     import tensorflow
 
     gpus = [device.name for device in tensorflow.config.list_physical_devices("GPU")]
-    return {"machine": f"{os.cpu_count()} CPUs, {platform.machine()}, {platform.system()}", "gpus": gpus,
+    machine = f"{os.cpu_count()} CPUs ({_cpu_model()}), {platform.machine()}, {platform.system()}"
+    return {"machine": machine, "gpus": gpus,
             "load_at_start": round(os.getloadavg()[0], 2),
             "versions": {"python": platform.python_version(), "tensorflow": tensorflow.__version__,
                          "keras": keras.__version__, "numpy": numpy.__version__}}
+
+
+def _cpu_model() -> str:
+    """The CPU's model name: runs that train through the backbone can differ between hosts by float rounding."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
 def _api_defaults() -> dict:

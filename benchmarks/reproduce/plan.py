@@ -94,8 +94,9 @@ def full_plan() -> Plan:
         multires_resolutions=(96, 128, 160), multires_epochs=2, multires_seeds=(0, 1, 2),
         large_epochs=2, large_seeds=(0, 1, 2),
         multitask_independent_seeds=(0,),
-        notes=(("sized for 2 cores (one fresh run of this plan on 2 idle cores: 95 minutes wall, 87 of them "
-                "training; host speed moved single runs by up to 1.9x): headline comparisons (last, S/B + last and full on "
+        notes=(("sized for 2 cores (one fresh run of this plan on 2 idle cores: 45 minutes wall, 44 of them "
+                "training; host speed moved single runs by up to 1.9x, and a run on a slower host before a "
+                "train-graph leak was fixed took 95): headline comparisons (last, S/B + last and full on "
                 "both domains, multi-task, multi-resolution, the random backbone) get 3 seeds, the other "
                 "variants, the BN-mode ablation and the multi-task independent baseline 1; multi-resolution "
                 "has no independent baseline (3 more models per seed); the far domain (EuroSAT's 64 px tiles) "
