@@ -15,6 +15,7 @@ from benchmarks.reproduce.tables import (
     differences_text,
     headline,
     multi_runs,
+    multires_runs,
     paired,
     summarize_runs,
     transfer_resolution,
@@ -172,9 +173,7 @@ def multitask(results: dict) -> list[Verdict]:
 
 
 def multires(results: dict) -> list[Verdict]:
-    plan = results["plan"]
-    private = multi_runs(results, config="sb private", epochs=plan["multires_epochs"])
-    shared = multi_runs(results, config="all shared", epochs=plan["multires_epochs"])
+    private, shared = multires_runs(results, "sb private"), multires_runs(results, "all shared")
     if not private or not shared:
         return [Verdict("multi-resolution: private S/B >= all shared at every resolution", "-",
                         "+0.7 to +7.7 points at 96-224 px (table 5)", "no runs", NOT_RUN, ())]
@@ -194,6 +193,19 @@ def multires(results: dict) -> list[Verdict]:
     seeds = tuple(sorted({r["seed"] for r in private} & {r["seed"] for r in shared}))
     verdicts.insert(0, Verdict("multi-resolution: private S/B >= all shared at every resolution", "all",
                                "+0.7 to +7.7 points at 96-224 px (table 5)", "; ".join(lines), worst, seeds))
+    return verdicts + _multires_vs_independent(private, multires_runs(results, "independent"))
+
+
+def _multires_vs_independent(private: list[dict], independent: list[dict]) -> list[Verdict]:
+    """Paper table 5: private S/B matches one model per resolution at a fifth of the parameters."""
+    verdicts = []
+    for index, task in enumerate(private[0]["results"] if independent else []):
+        res = task["resolution"]
+        quoted = paper.TABLE5.get(res)
+        gap = paired(task_accuracies(independent, index, baseline=True), task_accuracies(private, index, baseline=False))
+        verdicts.append(Verdict("multi-resolution: private S/B at most 3 points below independent models", f"{res} px",
+                                f"independent - private: {quoted[2] - quoted[0]:+.1f} (table 5)" if quoted else "table 5",
+                                f"independent - private: {differences_text(gap)}", within(gap, 3.0), _seeds(gap)))
     return verdicts
 
 

@@ -55,7 +55,7 @@ class Schedule:
 
     def _spec(self, dataset, variant, lr, seed, **overrides) -> TransferSpec:
         fields = {"dataset": dataset, "variant": variant,
-                  "resolution": self.plan.transfer_resolution(dataset, self.roles.far),
+                  "resolution": self.plan.transfer_resolution(dataset, self.roles.far, self.roles.large),
                   "epochs": self.plan.epochs, "lr": lr, "seed": seed, "batch_size": self.plan.batch_size}
         fields.update(overrides)
         return TransferSpec(**fields)

@@ -59,6 +59,7 @@ class Plan:
     multires_epochs: int
     multires_seeds: tuple[int, ...]
     large_epochs: int  # --data-large only
+    large_resolution: int  # its transfer runs
     large_seeds: tuple[int, ...]
     multitask_independent_seeds: tuple[int, ...] = ()  # multi-task: also train each task alone, at these seeds
     multires_independent_seeds: tuple[int, ...] = ()  # the same for multi-resolution
@@ -69,8 +70,8 @@ class Plan:
     def to_json(self) -> dict:
         return asdict(self)
 
-    def transfer_resolution(self, dataset: str, far: str | None) -> int:
-        return self.far_resolution if dataset == far else self.resolution
+    def transfer_resolution(self, dataset: str, far: str | None, large: str | None = None) -> int:
+        return self.far_resolution if dataset == far else self.large_resolution if dataset == large else self.resolution
 
 
 PATCH_LRS = (1e-3, 3e-3, 1e-2)
@@ -92,8 +93,8 @@ def full_plan() -> Plan:
         bn_modes=("reestimate", "momentum"), far_bn_modes=("reestimate", "momentum"), bn_modes_seeds=(0,),
         multitask_resolution=96, multitask_epochs=2, multitask_seeds=(0, 1, 2),
         multires_resolutions=(96, 128, 160), multires_epochs=2, multires_seeds=(0, 1, 2),
-        large_epochs=2, large_seeds=(0, 1, 2),
-        multitask_independent_seeds=(0,),
+        large_epochs=2, large_resolution=96, large_seeds=(0, 1, 2),
+        multitask_independent_seeds=(0,), multires_independent_seeds=(0,),
         notes=(("sized for 2 cores (one fresh run of this plan on 2 idle cores: 45 minutes wall, 44 of them "
                 "training; host speed moved single runs by up to 1.9x, and a run on a slower host before a "
                 "train-graph leak was fixed took 95): headline comparisons (last, S/B + last and full on "
@@ -121,7 +122,7 @@ def quick_plan() -> Plan:
         bn_modes=("reestimate",), far_bn_modes=(), bn_modes_seeds=(0,),
         multitask_resolution=48, multitask_epochs=1, multitask_seeds=(),
         multires_resolutions=(48, 64), multires_epochs=1, multires_seeds=(0,),
-        large_epochs=1, large_seeds=(0,),
+        large_epochs=1, large_resolution=64, large_seeds=(0,),
         batch_size=25,  # divides flowers5's 500 training photos: no partial last batch to trace again
         notes=(("quick mode previews transfer, learning rate, BN statistics and multi-resolution (48-64 px, "
                 "1 epoch, no independent baseline) at 64 px with one seed, in under 10 minutes; the random "
@@ -145,7 +146,7 @@ def smoke_plan() -> Plan:
         bn_modes=(), far_bn_modes=(), bn_modes_seeds=(),
         multitask_resolution=32, multitask_epochs=1, multitask_seeds=(),
         multires_resolutions=(32, 40), multires_epochs=1, multires_seeds=(),
-        large_epochs=1, large_seeds=(),
+        large_epochs=1, large_resolution=32, large_seeds=(),
         batch_size=8,
         notes=("smoke plan: checks the pipeline, not the claims",),
     )
@@ -171,7 +172,7 @@ def gpu_plan() -> Plan:
         bn_modes=("reestimate", "momentum"), far_bn_modes=("reestimate", "momentum"), bn_modes_seeds=(0, 1, 2),
         multitask_resolution=224, multitask_epochs=30, multitask_seeds=(0, 1, 2),
         multires_resolutions=(96, 128, 160, 192, 224), multires_epochs=30, multires_seeds=(0, 1, 2),
-        large_epochs=30, large_seeds=(0, 1, 2),
+        large_epochs=30, large_resolution=224, large_seeds=(0, 1, 2),
         multitask_independent_seeds=(0, 1, 2), multires_independent_seeds=(0, 1, 2),
         batch_size=64,
         notes=(("gpu mode: the paper's resolutions (224 px; multi-resolution 96-224 px), 30 epochs, 3 seeds for "
@@ -183,3 +184,5 @@ PLANS = {"full": full_plan, "quick": quick_plan, "gpu": gpu_plan, "smoke": smoke
 # The (near, far) datasets a mode reads unless --data/--far-data say otherwise.
 DEFAULT_DATASETS = {mode: ("../shared/data/flowers5", "../shared/data/eurosat") for mode in PLANS}
 DEFAULT_DATASETS["gpu"] = ("../shared/data/flowers5_large", "../shared/data/eurosat_large")
+# The "more data" dataset a mode reads unless --data-large says otherwise (gpu mode's far domain is already large).
+DEFAULT_LARGE = {"full": "../shared/data/eurosat_large"}

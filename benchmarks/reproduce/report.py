@@ -12,6 +12,7 @@ from benchmarks.reproduce.tables import (
     NOT_HELD,
     headline,
     multi_runs,
+    multires_runs,
     summarize,
     summarize_runs,
     transfer_resolution,
@@ -157,9 +158,7 @@ def _multitask_table(results: dict) -> str:
 
 def _multires_table(results: dict) -> str:
     plan = results["plan"]
-    runs = {c: [r for r in multi_runs(results, config=c, epochs=plan["multires_epochs"])
-                if [t["resolution"] for t in r["tasks"]] == list(plan["multires_resolutions"])]
-            for c in ("sb private", "all shared", "independent")}
+    runs = {c: multires_runs(results, c) for c in ("sb private", "all shared", "independent")}
     if not runs["sb private"] or not runs["all shared"]:
         return "Not run."
     rows = []

@@ -177,7 +177,7 @@ def _train_group(ctx: Context, spec: MultiSpec, tasks: tuple, private: tuple) ->
     """One call of ``train_multitask`` over ``tasks``; returns the filled TaskRuns."""
     from edgepatch.kinds import statistics_are_private
     from edgepatch.train.multitask import MultiTaskConfig, TaskRun, train_multitask
-    from edgepatch.train.transfer import accuracy
+    from edgepatch.train.transfer import accuracies
 
     runs = [TaskRun(_task(name, ctx.split(name), res), ctx.split(name)) for name, res in tasks]
     base = _fresh_model(ctx, "imagenet", tasks[0][1], len(runs[0].split.classes), spec.seed)
@@ -185,14 +185,15 @@ def _train_group(ctx: Context, spec: MultiSpec, tasks: tuple, private: tuple) ->
                              batch_size=spec.batch_size, seed=spec.seed)
     train_multitask(base, runs, config, verbose=0, pipeline=ctx.cache.make_dataset)
     for run in runs:
-        run.api_test_accuracy = run.test_accuracy
+        run.api_train_accuracy, run.api_test_accuracy = run.train_accuracy, run.test_accuracy
     if not statistics_are_private(private):  # see reestimate_shared_statistics
         data = [ctx.cache.make_dataset(r.split.train, r.info.resolution, r.info.preprocessing, spec.batch_size,
                                        True, spec.seed + i) for i, r in enumerate(runs)]
         reestimate_shared_statistics([r.model for r in runs], data, config.reestimate_batches)
         for run in runs:
-            test = ctx.cache.make_dataset(run.split.test, run.info.resolution, run.info.preprocessing, 64, False)
-            run.test_accuracy = accuracy(run.model, test)
+            splits = [ctx.cache.make_dataset(items, run.info.resolution, run.info.preprocessing, 64, False)
+                      for items in (run.split.train, run.split.test)]
+            run.train_accuracy, run.test_accuracy = accuracies(run.model, splits)
     return runs
 
 
@@ -214,7 +215,8 @@ def run_multi(ctx: Context, spec: MultiSpec) -> dict:
         "private": None if private is None else list(private),
         "results": [
             {"dataset": name, "resolution": res, "train_accuracy": run.train_accuracy,
-             "api_test_accuracy": run.api_test_accuracy, "test_accuracy": run.test_accuracy}
+             "api_train_accuracy": run.api_train_accuracy, "api_test_accuracy": run.api_test_accuracy,
+             "test_accuracy": run.test_accuracy}
             for (name, res), run in zip(spec.tasks, runs)
         ],
         "total_parameters": _unique_parameter_count(models),
@@ -250,7 +252,7 @@ class Runner:
         if spec.key in self.records:
             return self.records[spec.key]
         self.count += 1
-        reused = spec.key in self.pool
+        reused = spec.key in self.pool and _current(self.pool[spec.key])
         started = time.perf_counter()
         if reused:
             record = self.pool[spec.key]
@@ -264,6 +266,13 @@ class Runner:
         if not reused:
             self.call_seconds += time.perf_counter() - started
         return record
+
+
+def _current(record: dict) -> bool:
+    """Whether an earlier invocation's record has what this version measures: multi-task records written
+    before train accuracy was measured again after shared statistics were re-estimated are run again."""
+    return record["kind"] != "multi" or not record["shared_statistics_reestimated"] or \
+        all("api_train_accuracy" in task for task in record["results"])
 
 
 def _summary(record: dict) -> str:

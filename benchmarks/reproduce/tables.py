@@ -38,6 +38,13 @@ def multi_runs(results: dict, **match) -> list[dict]:
     return sorted(found, key=lambda r: r["seed"])
 
 
+def multires_runs(results: dict, config: str) -> list[dict]:
+    """The multi-resolution experiment's runs of ``config``: its epochs and exactly the plan's resolutions."""
+    plan = results["plan"]
+    return [r for r in multi_runs(results, config=config, epochs=plan["multires_epochs"])
+            if [t["resolution"] for t in r["tasks"]] == list(plan["multires_resolutions"])]
+
+
 def chosen_lr(results: dict, dataset: str, variant: str) -> float | None:
     for entry in results.get("chosen_lrs", []):
         if entry["dataset"] == dataset and entry["variant"] == variant:
@@ -46,9 +53,11 @@ def chosen_lr(results: dict, dataset: str, variant: str) -> float | None:
 
 
 def transfer_resolution(results: dict, dataset: str) -> int:
-    """The plan's transfer resolution for ``dataset`` (the far domain has its own)."""
-    plan = results["plan"]
-    return plan["far_resolution"] if dataset == results["roles"]["far"] else plan["resolution"]
+    """The plan's transfer resolution for ``dataset`` (the far and large datasets have their own)."""
+    plan, roles = results["plan"], results["roles"]
+    if dataset == roles.get("large") and "large_resolution" in plan:  # older results had none
+        return plan["large_resolution"]
+    return plan["far_resolution"] if dataset == roles["far"] else plan["resolution"]
 
 
 def headline(results: dict, dataset: str, variant: str, **overrides) -> list[dict]:

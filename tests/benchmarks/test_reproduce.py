@@ -200,3 +200,64 @@ def test_release_lets_a_finished_runs_train_graph_go():
     assert graphs, "the train step was not traced: the test would prove nothing"
     _release()
     assert [ref for ref in graphs if ref() is not None] == []
+
+
+def test_multires_verdicts_compare_private_sb_with_shared_and_independent_models():
+    """Only runs at the plan's resolutions count: a multi-task independent run of 2 tasks is not a baseline here."""
+    from benchmarks.reproduce.claims import multires
+    from benchmarks.reproduce.plan import full_plan
+
+    plan = full_plan().to_json()
+
+    def run(config, seed, accuracies, resolutions=plan["multires_resolutions"]):
+        return {"kind": "multi", "config": config, "seed": seed, "epochs": plan["multires_epochs"],
+                "tasks": [{"dataset": "near", "resolution": r} for r in resolutions],
+                "results": [{"dataset": "near", "resolution": r, "test_accuracy": a, "api_test_accuracy": a - 0.1}
+                            for r, a in zip(resolutions, accuracies)]}
+
+    runs = [run("sb private", s, (0.80, 0.84, 0.86)) for s in (0, 1)]
+    runs += [run("all shared", s, (0.79, 0.85, 0.85)) for s in (0, 1)]
+    runs += [run("independent", 0, (0.82, 0.89, 0.86)),  # 2, 5 and 0 points above private S/B
+             run("independent", 0, (0.99, 0.99), resolutions=(96, 96))]
+    verdicts = {(v.claim, v.regime): v for v in multires({"plan": plan, "runs": runs})}
+    below = "multi-resolution: private S/B at most 3 points below independent models"
+    assert [verdicts[(below, f"{r} px")].verdict for r in (96, 128, 160)] == [HELD, NOT_HELD, HELD]
+    assert verdicts[(below, "96 px")].seeds == (0,)
+    assert verdicts[(below, "128 px")].paper == "independent - private: -1.0 (table 5)"
+    assert verdicts[("multi-resolution: private S/B >= all shared", "128 px")].verdict == NOT_HELD
+    assert verdicts[("multi-resolution: private S/B >= all shared at every resolution", "all")].verdict == NOT_HELD
+
+
+def test_full_mode_adds_eurosat_large_unless_the_large_experiment_is_left_out(shared_dir, tmp_path, monkeypatch):
+    from benchmarks.reproduce.__main__ import parse_args
+
+    (tmp_path / "checkout").mkdir()
+    (tmp_path / "shared").symlink_to(os.path.abspath(shared_dir))
+    monkeypatch.chdir(tmp_path / "checkout")  # the defaults are ../shared/data/... from a checkout
+    weights = "../shared/weights/mobilenet_v2_1.0_224_no_top.h5"
+    assert parse_args(["--weights", weights]).data_large == "../shared/data/eurosat_large"
+    assert parse_args(["--weights", weights, "--only", "transfer,multires"]).data_large is None
+    assert parse_args(["--weights", weights, "--quick"]).data_large is None
+    assert parse_args(["--weights", weights, "--data-large", "../shared/data/flowers5_large"]).data_large == \
+        "../shared/data/flowers5_large"
+
+
+def test_a_resumed_invocation_runs_again_multi_records_without_re_measured_train_accuracy(monkeypatch):
+    from types import SimpleNamespace
+
+    from benchmarks.reproduce import runs
+
+    def record(key, shared, fields):
+        return {"kind": "multi", "key": key, "config": key, "seed": 0, "epochs": 2, "lr": 1e-4,
+                "shared_statistics_reestimated": shared,
+                "results": [{"dataset": "near", "resolution": 96, "test_accuracy": 0.5, **fields}]}
+
+    trained = []
+    monkeypatch.setattr(runs, "run_multi", lambda ctx, spec: trained.append(spec.key) or record(spec.key, True, {}))
+    pool = {"old shared": record("old shared", True, {}), "private": record("private", False, {}),
+            "new shared": record("new shared", True, {"api_train_accuracy": 0.4})}
+    runner = runs.Runner(SimpleNamespace(verbose=False), pool)
+    for key in pool:
+        runner(SimpleNamespace(key=key))
+    assert trained == ["old shared"]
+    assert runner.records["private"] is pool["private"] and runner.records["new shared"] is pool["new shared"]
