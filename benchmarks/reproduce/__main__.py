@@ -36,7 +36,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.reproduce", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", choices=sorted(PLANS), default="full",
-                        help="full (45 minutes on 2 idle cores in one fresh run; the default), quick (the under-10-minute preview: "
+                        help="full (about 55 minutes on 2 idle cores; the default), quick (the under-10-minute preview: "
                              "4 of 6 experiments, 1 seed) or gpu (the paper's scale; needs a GPU); smoke is for tests")
     parser.add_argument("--quick", action="store_true", help="the same as --mode quick")
     parser.add_argument("--weights", default=DEFAULT_WEIGHTS, help="MobileNetV2 1.0 no-top .h5 (default: %(default)s)")

@@ -95,14 +95,14 @@ def full_plan() -> Plan:
         multires_resolutions=(96, 128, 160), multires_epochs=2, multires_seeds=(0, 1, 2),
         large_epochs=2, large_resolution=96, large_seeds=(0, 1, 2),
         multitask_independent_seeds=(0,), multires_independent_seeds=(0,),
-        notes=(("sized for 2 cores (one fresh run of this plan on 2 idle cores: 45 minutes wall, 44 of them "
-                "training; host speed moved single runs by up to 1.9x, and a run on a slower host before a "
-                "train-graph leak was fixed took 95): headline comparisons (last, S/B + last and full on "
-                "both domains, multi-task, multi-resolution, the random backbone) get 3 seeds, the other "
-                "variants, the BN-mode ablation and the multi-task independent baseline 1; multi-resolution "
-                "has no independent baseline (3 more models per seed); the far domain (EuroSAT's 64 px tiles) "
-                "trains at 96 px; LR sweeps are wide only where the paper's LR claim and the API defaults "
-                "need them"),),
+        notes=(("sized for 2 cores (76 runs, 54 minutes of training on 2 idle cores, measured over three "
+                "invocations: 69 runs fresh in 45 minutes wall, the 7 runs added later, then 8 multi-task runs again; "
+                "host speed moved single runs by up to 1.9x, and a run of 69 on a slower host before a train-graph "
+                "leak was fixed took 95): headline comparisons (last, S/B + last "
+                "and full on both domains, multi-task, multi-resolution, the random backbone) and the more-data rows "
+                "get 3 seeds, the other variants, the BN-mode ablation and both independent baselines 1; the far "
+                "domain (EuroSAT's 64 px tiles) and the more-data set train at 96 px; LR sweeps are wide only where "
+                "the paper's LR claim and the API defaults need them"),),
     )
 
 
