@@ -7,10 +7,10 @@ Run from the repository root::
 
 ``--quick`` (under 10 minutes on 2 cores) previews four of the six
 experiments with one seed, fewer learning rates, epochs and pixels; the
-default full mode (sized for 60 minutes) runs all six, and its verdicts are
-the ones the report states as results.
-``--data-large ../shared/data/flowers5_large`` adds the "more data" regime
-(about 10 minutes more). Measured figures are in each report's Setup.
+default full mode (about 55 minutes on 2 cores) runs all six plus the "more
+data" rows on ``../shared/data/eurosat_large`` (``--data-large`` picks another
+set), and its verdicts are the ones the report states as results. Measured
+figures are in each report's Setup.
 
 Every number comes from the project's own training API
 (``edgepatch.train.models.build_classifier``, ``edgepatch.train.transfer.train``,

@@ -4,7 +4,7 @@ Examples (from the repository root)::
 
     .venv/bin/python -m benchmarks.reproduce --quick \\
         --weights ../shared/weights/mobilenet_v2_1.0_224_no_top.h5 --data ../shared/data/flowers5
-    .venv/bin/python -m benchmarks.reproduce --data-large ../shared/data/flowers5_large   # full mode, flowers5_large as the more-data set
+    .venv/bin/python -m benchmarks.reproduce --data-large ../shared/data/flowers5_large   # full mode, another more-data set
     python -m benchmarks.reproduce --mode gpu   # on a GPU machine with the gpu extra: 224 px, the large datasets
     .venv/bin/python -m benchmarks.reproduce --render-only --out benchmarks/results/reproduce/full
 
@@ -25,7 +25,7 @@ import time
 from benchmarks.reproduce import SCHEMA
 from benchmarks.reproduce.datasets import DecodedCache
 from benchmarks.reproduce.experiments import EXPERIMENTS, Roles, Schedule
-from benchmarks.reproduce.plan import DEFAULT_DATASETS, DEFAULT_LARGE, PLANS
+from benchmarks.reproduce.plan import DEFAULT_DATASETS, PLANS
 from benchmarks.reproduce.report import write_report
 from benchmarks.reproduce.runs import Context, Runner
 
@@ -62,7 +62,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--only takes names among {','.join(EXPERIMENTS)}. Received {','.join(unknown)}")
     args.experiments = experiments
     if args.data_large is None and "large" in experiments:
-        args.data_large = DEFAULT_LARGE.get(args.mode)
+        args.data_large = DEFAULT_DATASETS[args.mode][2]
     if not args.render_only:
         for flag, path in (("--weights", args.weights), ("--data", args.data), ("--far-data", args.far_data),
                            ("--data-large", args.data_large)):

@@ -181,8 +181,8 @@ def gpu_plan() -> Plan:
 
 
 PLANS = {"full": full_plan, "quick": quick_plan, "gpu": gpu_plan, "smoke": smoke_plan}
-# The (near, far) datasets a mode reads unless --data/--far-data say otherwise.
-DEFAULT_DATASETS = {mode: ("../shared/data/flowers5", "../shared/data/eurosat") for mode in PLANS}
-DEFAULT_DATASETS["gpu"] = ("../shared/data/flowers5_large", "../shared/data/eurosat_large")
-# The "more data" dataset a mode reads unless --data-large says otherwise (gpu mode's far domain is already large).
-DEFAULT_LARGE = {"full": "../shared/data/eurosat_large"}
+# The (near, far, more data) datasets a mode reads unless --data/--far-data/--data-large say otherwise;
+# gpu mode's near and far datasets are already the large ones.
+DEFAULT_DATASETS = {mode: ("../shared/data/flowers5", "../shared/data/eurosat", None) for mode in PLANS}
+DEFAULT_DATASETS["full"] = ("../shared/data/flowers5", "../shared/data/eurosat", "../shared/data/eurosat_large")
+DEFAULT_DATASETS["gpu"] = ("../shared/data/flowers5_large", "../shared/data/eurosat_large", None)

@@ -55,7 +55,7 @@ def chosen_lr(results: dict, dataset: str, variant: str) -> float | None:
 def transfer_resolution(results: dict, dataset: str) -> int:
     """The plan's transfer resolution for ``dataset`` (the far and large datasets have their own)."""
     plan, roles = results["plan"], results["roles"]
-    if dataset == roles.get("large") and "large_resolution" in plan:  # older results had none
+    if dataset == roles.get("large"):
         return plan["large_resolution"]
     return plan["far_resolution"] if dataset == roles["far"] else plan["resolution"]
 
